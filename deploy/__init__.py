@@ -1,0 +1,1 @@
+"""How MIRAGE runs: embedded services for development and demos, configs, Triton repository."""

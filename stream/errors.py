@@ -1,0 +1,18 @@
+"""Errors raised by the stream room. Messages carry the offending value (never waveforms)."""
+
+from __future__ import annotations
+
+from engine.errors import MirageError
+
+
+class WireError(MirageError, ValueError):
+    """A message on a topic cannot be decoded or fails validation. ``reason`` is a short code."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+class SettingsError(MirageError, ValueError):
+    """A setting (environment, TOML file) is invalid; names the setting and the value."""
