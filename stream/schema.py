@@ -94,6 +94,9 @@ def encode_chunk(chunk: EcgChunk) -> bytes:
     missing = ~np.isfinite(counts)
     counts = np.clip(np.rint(np.where(missing, 0.0, counts)), -32767, 32767).astype("<i2")
     counts[missing] = MISSING_COUNT
+    for what, value in (("bed_id", chunk.bed_id), ("patient_id", chunk.patient_id)):
+        if not value or not value.isprintable() or len(value.encode("utf-8")) > MAX_ID_BYTES:
+            raise WireError("bad_id", f"{what} {value!r} is empty, not printable or longer than {MAX_ID_BYTES} bytes")
     bed = chunk.bed_id.encode("utf-8")
     pat = chunk.patient_id.encode("utf-8")
     flags = FLAG_END_OF_STREAM if chunk.end_of_stream else 0
