@@ -1,0 +1,329 @@
+"""``mirage bench infer``: every available inference backend on the same windows, side by side.
+
+One run measures, on identical inputs (real PTB-XL windows through ``engine.pipeline.model_inputs``
+when the sample is present, else synthetic ones): throughput (windows/s) and p50/p99 latency of a
+``predict`` call per backend and batch size, and the accuracy cost of each backend as the AUROC
+change against the fp32 PyTorch baseline on the PTB-XL MI labels (plus the largest probability
+difference). Backends that cannot run here are listed with the reason. The last line is JSON with
+``baseline_windows_per_s``, ``best_windows_per_s``, ``best_backend``, ``speedup`` and
+``auroc_delta`` (of the best backend).
+
+Timings on a shared machine move with the load of other processes: the JSON records the load
+average before and after, and backends are timed in interleaved rounds so a burst of load hits
+all of them rather than one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+CPU_CANDIDATES: tuple[str, ...] = ("onnxruntime", "onnxruntime-int8", "torch-compile", "torch-bf16")
+GPU_CANDIDATES: tuple[str, ...] = ("torch-cuda", "torch-cuda-bf16", "tensorrt")
+BASELINE = "torch"
+
+
+@dataclass
+class BackendResult:
+    """One backend's numbers."""
+
+    name: str
+    auroc: float | None = None
+    auroc_delta: float | None = None
+    max_prob_diff: float | None = None
+    per_batch: dict[int, dict[str, float]] = field(default_factory=dict)  # batch -> windows_per_s, p50_ms, p99_ms
+    skipped: str | None = None
+
+    def best_windows_per_s(self) -> float:
+        return max((r["windows_per_s"] for r in self.per_batch.values()), default=0.0)
+
+
+def auroc(scores: np.ndarray, labels: np.ndarray) -> float | None:
+    """Area under the ROC curve (Mann-Whitney U with average ranks for ties); None if one class."""
+    from scipy.stats import rankdata
+
+    labels = np.asarray(labels).astype(bool)
+    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
+    if n_pos == 0 or n_neg == 0:
+        return None
+    ranks = rankdata(np.asarray(scores, dtype=np.float64))
+    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def load_eval_inputs(cfg: Any, *, ptbxl: Path | None, limit: int, seed: int = 0) -> tuple[Any, np.ndarray | None, str]:
+    """Model inputs for the bench and their MI labels (``None`` for synthetic data), and the source."""
+    from engine.pipeline import model_inputs
+
+    if ptbxl is not None and (ptbxl / "ptbxl_database.csv").is_file():
+        windows, labels = ptbxl_windows(ptbxl, cfg, limit=limit)
+        return model_inputs(windows, cfg), labels, f"PTB-XL sample ({len(labels)} records, {int(labels.sum())} MI)"
+    rng = np.random.default_rng(seed)
+    t = np.arange(cfg.T) / cfg.fs
+    beats = np.sin(2 * np.pi * 1.2 * t) ** 15  # a crude periodic QRS-like shape, mV
+    windows = (beats[None, None, :] * rng.uniform(0.3, 1.5, (limit, 12, 1)) + 0.02 * rng.standard_normal((limit, 12, cfg.T)))
+    return model_inputs(windows.astype(np.float32), cfg), None, f"synthetic ({limit} windows; no labels)"
+
+
+def ptbxl_windows(root: Path, cfg: Any, *, limit: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``cfg.window_s`` seconds of up to ``limit`` PTB-XL records at the model rate, and MI labels.
+
+    A record is MI when any of its SCP statements has diagnostic class ``MI`` (Wagner et al. 2020).
+    """
+    import ast
+
+    import pandas as pd
+    import wfdb
+
+    from engine.pipeline import to_model_rate
+
+    db = pd.read_csv(root / "ptbxl_database.csv", index_col="ecg_id")
+    scp = pd.read_csv(root / "scp_statements.csv", index_col=0)
+    mi_codes = set(scp.index[scp["diagnostic_class"] == "MI"])
+    windows, labels = [], []
+    for _, row in db.iterrows():
+        path = root / row["filename_hr"]
+        if not path.with_suffix(".hea").is_file():
+            continue
+        signal, fields = wfdb.rdsamp(str(path))
+        x = to_model_rate(signal, fields["fs"], fields["sig_name"], cfg)[:, : cfg.T]
+        if x.shape[1] < cfg.T:
+            continue
+        windows.append(x)
+        labels.append(bool(mi_codes & set(ast.literal_eval(row["scp_codes"]))))
+        if len(windows) >= limit:
+            break
+    return np.stack(windows).astype(np.float32), np.asarray(labels)
+
+
+def _batches(inputs: Any, batch: int, n: int):
+    start = 0
+    while True:
+        idx = np.arange(start, start + batch) % n
+        start = (start + batch) % n
+        yield inputs.ecg[idx], inputs.image[idx], inputs.labs[idx], inputs.lab_mask[idx]
+
+
+def all_probs(predictor: Any, inputs: Any, batch: int = 32) -> np.ndarray:
+    """MI probability of every window, in order."""
+    out = []
+    for s in range(0, len(inputs.ecg), batch):
+        sl = slice(s, s + batch)
+        out.append(predictor.predict(inputs.ecg[sl], inputs.image[sl], inputs.labs[sl], inputs.lab_mask[sl]).probs)
+    return np.concatenate(out)
+
+
+def time_backend(predictor: Any, inputs: Any, batch: int, seconds: float, *, warmup: int = 2) -> dict[str, float]:
+    """Windows/s and latency percentiles of ``predict`` at one batch size, for about ``seconds``."""
+    n = len(inputs.ecg)
+    feed = _batches(inputs, batch, n)
+    for _ in range(warmup):
+        predictor.predict(*next(feed))
+    lat = []
+    t_end = time.perf_counter() + seconds
+    while time.perf_counter() < t_end or len(lat) < 3:
+        args = next(feed)
+        t0 = time.perf_counter()
+        predictor.predict(*args)
+        lat.append(time.perf_counter() - t0)
+    lat_ms = np.asarray(lat) * 1e3
+    return {
+        "windows_per_s": round(batch * len(lat) / float(np.sum(lat)), 2),
+        "p50_ms": round(float(np.percentile(lat_ms, 50)), 2),
+        "p99_ms": round(float(np.percentile(lat_ms, 99)), 2),
+        "calls": len(lat),
+    }
+
+
+def _load(checkpoint: str | None, preset: str) -> tuple[Any, str]:
+    from engine.checkpoint import load_checkpoint
+
+    try:
+        return load_checkpoint(checkpoint), str(checkpoint or "shipped default")
+    except Exception as exc:  # noqa: BLE001 - missing or unreadable checkpoint: fall back, loudly
+        if checkpoint:
+            raise
+        log.warning("no usable shipped checkpoint (%s); benchmarking a random-init %r model", exc, preset)
+        return random_init_checkpoint(preset), f"random-init {preset}"
+
+
+def random_init_checkpoint(preset: str, seed: int = 0) -> Any:
+    """A ``LoadedCheckpoint`` of a freshly initialised model (saved to a temp file and loaded back)."""
+    import tempfile
+
+    import torch
+
+    from engine.checkpoint import load_checkpoint, save_checkpoint
+    from engine.config import get_preset
+    from engine.model import Mirage
+
+    cfg = get_preset(preset)
+    torch.manual_seed(seed)
+    model = Mirage(cfg).eval()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"random-{preset}.pt"
+        save_checkpoint(path, model, cfg, threshold=0.5, metrics={})
+        return load_checkpoint(path)
+
+
+def run_bench(
+    loaded: Any,
+    inputs: Any,
+    labels: np.ndarray | None,
+    *,
+    backends: Sequence[str],
+    batches: Sequence[int],
+    seconds: float,
+    threads: int | None,
+) -> list[BackendResult]:
+    """Create every backend, score it against the baseline, time it; returns baseline first."""
+    from engine.predictor import make_predictor
+    from trt.backends import create, unavailable_reason
+
+    results: list[BackendResult] = []
+    predictors: dict[str, Any] = {}
+    base = make_predictor(BASELINE, loaded.path) if loaded.path is not None else None
+    if base is None:
+        from engine.predictor import TorchPredictor
+
+        base = TorchPredictor(loaded.model, loaded.config)
+    predictors[BASELINE] = base
+    base_probs = all_probs(base, inputs)
+    base_auc = auroc(base_probs, labels) if labels is not None else None
+    results.append(BackendResult(BASELINE, auroc=base_auc, auroc_delta=0.0 if base_auc is not None else None, max_prob_diff=0.0))
+    for name in backends:
+        reason = unavailable_reason(name)
+        if reason:
+            results.append(BackendResult(name, skipped=reason))
+            continue
+        opts: dict[str, Any] = {"threads": threads} if name.startswith("onnxruntime") and threads else {}
+        try:
+            t0 = time.perf_counter()
+            pred = create(name, loaded, **opts)
+            probs = all_probs(pred, inputs)  # also warms up / compiles
+            log.info("%s ready in %.1f s", name, time.perf_counter() - t0)
+        except Exception as exc:  # noqa: BLE001 - a failing backend is reported, the bench goes on
+            results.append(BackendResult(name, skipped=f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"))
+            continue
+        auc = auroc(probs, labels) if labels is not None else None
+        results.append(
+            BackendResult(
+                name,
+                auroc=auc,
+                auroc_delta=(auc - base_auc) if auc is not None and base_auc is not None else None,
+                max_prob_diff=float(np.max(np.abs(probs - base_probs))),
+            )
+        )
+        predictors[name] = pred
+    by_name = {r.name: r for r in results}
+    from tqdm import tqdm
+
+    jobs = [(b, n) for b in batches for n in predictors]
+    # Interleaved: all backends at batch 1, then all at batch 8, ... so load bursts spread out.
+    for batch, name in tqdm(jobs, desc="timing", unit="run", disable=None):
+        by_name[name].per_batch[batch] = time_backend(predictors[name], inputs, batch, seconds)
+    return results
+
+
+def format_table(results: Sequence[BackendResult], batches: Sequence[int]) -> str:
+    """A plain-text table: one row per backend, windows/s and p50/p99 per batch size."""
+    head = f"{'backend':<20}{'AUROC':>8}{'dAUROC':>9}{'max|dp|':>9}" + "".join(f"{'b=' + str(b) + ' win/s (p50/p99 ms)':>30}" for b in batches)
+    lines = [head, "-" * len(head)]
+    for r in results:
+        if r.skipped:
+            lines.append(f"{r.name:<20} skipped: {r.skipped}")
+            continue
+        fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
+        row = f"{r.name:<20}{fmt(r.auroc, '.4f'):>8}{fmt(r.auroc_delta, '+.4f'):>9}{fmt(r.max_prob_diff, '.1e'):>9}"
+        for b in batches:
+            m = r.per_batch.get(b)
+            cell = f"{m['windows_per_s']:.1f} ({m['p50_ms']:.0f}/{m['p99_ms']:.0f})" if m else "-"
+            row += f"{cell:>30}"
+        lines.append(row)
+    return "\n".join(lines)
+
+
+def summary(results: Sequence[BackendResult], *, max_auroc_change: float) -> dict[str, Any]:
+    """The JSON summary: best backend among those within the AUROC budget."""
+    base = results[0]
+    eligible = [
+        r for r in results[1:]
+        if not r.skipped and (r.auroc_delta is None or abs(r.auroc_delta) <= max_auroc_change)
+    ]
+    best = max([base, *eligible], key=BackendResult.best_windows_per_s)
+    base_wps, best_wps = base.best_windows_per_s(), best.best_windows_per_s()
+    return {
+        "baseline_windows_per_s": base_wps,
+        "best_windows_per_s": best_wps,
+        "best_backend": best.name,
+        "speedup": round(best_wps / base_wps, 3) if base_wps else None,
+        "auroc_delta": None if best.auroc_delta is None else round(best.auroc_delta, 5),
+        "max_auroc_change": max_auroc_change,
+    }
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="mirage bench infer",
+        description=(
+            "Time every inference backend available here (torch eager fp32 CPU = baseline, torch.compile, "
+            "torch bf16, ONNX Runtime fp32 and int8, and on NVIDIA machines torch CUDA and TensorRT) on the "
+            "same windows at several batch sizes; report windows/s, p50/p99 latency and the AUROC change "
+            "against the baseline on the PTB-XL sample. Prints a table, then one JSON line."
+        ),
+    )
+    p.add_argument("--checkpoint", help="checkpoint file (default: the shipped engine/checkpoints/mirage-default.pt)")
+    p.add_argument("--preset", default="default", help="model preset for a random-init model when no checkpoint exists (default: default)")
+    p.add_argument("--batches", default="1,8,32", help="comma-separated batch sizes (default: 1,8,32)")
+    p.add_argument("--seconds", type=float, default=5.0, help="timing seconds per backend and batch size (default: 5)")
+    p.add_argument("--backends", help="comma-separated backends to try (default: every CPU one, plus GPU ones where CUDA exists)")
+    p.add_argument("--data", type=Path, help="PTB-XL folder (default: ../shared/data/ptbxl-sample if present, else synthetic)")
+    p.add_argument("--limit", type=int, default=400, help="at most this many records (default: 400)")
+    p.add_argument("--threads", type=int, help="CPU threads for ONNX Runtime (default: all available cores)")
+    p.add_argument("--max-auroc-change", type=float, default=0.005, help="a backend counts as 'best' only within this AUROC change (default: 0.005)")
+    p.add_argument("--out", type=Path, help="also write the JSON summary (with every measurement) to this file")
+    return p
+
+
+def bench_main(argv: list[str]) -> int:
+    """Entry of ``mirage bench infer``."""
+    args = build_parser().parse_args(argv)
+    batches = [int(b) for b in args.batches.split(",") if b.strip()]
+    default_data = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ptbxl-sample"
+    data = args.data or Path(os.environ.get("MIRAGE_SHARED_DATA", default_data.parent)) / "ptbxl-sample"
+    load_before = os.getloadavg()
+    loaded, source = _load(args.checkpoint, args.preset)
+    cfg = loaded.config
+    inputs, labels, data_source = load_eval_inputs(cfg, ptbxl=data if data.is_dir() else None, limit=args.limit)
+    backends = [b.strip() for b in args.backends.split(",")] if args.backends else [*CPU_CANDIDATES, *GPU_CANDIDATES]
+    print(f"model: {source} ({cfg.name}); data: {data_source}; cores: {len(os.sched_getaffinity(0))}; load: {load_before[0]:.2f}")
+    results = run_bench(loaded, inputs, labels, backends=backends, batches=batches, seconds=args.seconds, threads=args.threads)
+    print(format_table(results, batches))
+    out = summary(results, max_auroc_change=args.max_auroc_change)
+    out.update({
+        "model": source,
+        "data": data_source,
+        "load_avg_before": round(load_before[0], 2),
+        "load_avg_after": round(os.getloadavg()[0], 2),
+        "backends": {
+            r.name: {"skipped": r.skipped} if r.skipped else {
+                "auroc": r.auroc, "auroc_delta": r.auroc_delta, "max_prob_diff": r.max_prob_diff,
+                "per_batch": {str(b): m for b, m in r.per_batch.items()},
+            }
+            for r in results
+        },
+    })
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(out, indent=2) + "\n")
+    print(json.dumps(out))
+    return 0
