@@ -33,8 +33,11 @@ class CellGroup:
         leads: (K,) lead index of each cell.
         b_lo: (K, W+1) int64 left sample of each column boundary (for linear interpolation).
         b_frac: (K, W+1) float32 fraction towards ``b_lo + 1``.
-        inner: (K, W, M) int64 indices of samples strictly inside each column (padded).
-        inner_ok: (K, W, M) bool, False where ``inner`` is padding.
+        inner: (M, K, W) int64 indices of samples inside each column, padded with the column's
+            first inside sample.
+        inner_ok: (M, K, W) bool, False at padding; only set when some column has no sample
+            inside (then padding must be masked), else ``None``.
+        pixel0: (K, W) int64 flat index (``row * S + column``) of each column's top pixel.
     """
 
     height: int
@@ -45,7 +48,8 @@ class CellGroup:
     b_lo: np.ndarray
     b_frac: np.ndarray
     inner: np.ndarray
-    inner_ok: np.ndarray
+    inner_ok: np.ndarray | None
+    pixel0: np.ndarray
 
 
 @functools.lru_cache(maxsize=32)
@@ -68,20 +72,28 @@ def plan(layout: Layout, T: int) -> tuple[CellGroup, ...]:  # noqa: N803 - the p
         first = np.ceil(bounds[:, :-1] - 1e-9).astype(np.int64)  # (K, W)
         stop = np.floor(bounds[:, 1:] + 1e-9).astype(np.int64)
         m = int(math.ceil(float(step.max()))) + 1
-        inner = first[..., None] + np.arange(m)[None, None, :]  # (K, W, M)
-        ok = (inner <= stop[..., None]) & (inner <= last)
-        inner = np.where(ok, inner, np.minimum(first, last)[..., None])
+        inner = first[None] + np.arange(m)[:, None, None]  # (M, K, W)
+        ok = (inner <= stop[None]) & (inner <= last)
+        # Padding repeats the column's first inside sample (harmless to a min/max); columns with
+        # no sample inside (more pixels than samples) need the mask instead.
+        has_inner = first <= np.minimum(stop, last)
+        inner = np.minimum(np.where(ok, inner, first[None]), last)
+        inner_ok = None if has_inner.all() else ok
+        tops = np.array([c.top for c in cells])
+        lefts = np.array([c.left for c in cells])
+        pixel0 = (tops * layout.image_size + lefts)[:, None] + np.arange(w)[None, :]
         groups.append(
             CellGroup(
                 height=h,
                 width=w,
-                tops=np.array([c.top for c in cells]),
-                lefts=np.array([c.left for c in cells]),
+                tops=tops,
+                lefts=lefts,
                 leads=np.array([c.lead for c in cells]),
                 b_lo=b_lo,
                 b_frac=b_frac,
                 inner=inner,
-                inner_ok=ok,
+                inner_ok=inner_ok,
+                pixel0=pixel0.astype(np.int64),
             )
         )
     return tuple(groups)

@@ -71,6 +71,10 @@ class Layout:
                 raise ConfigError(f"layout {self.name!r}: cell {c} does not fit a {self.image_size} px image")
             if not 0.0 <= c.t0 < c.t1 <= 1.0:
                 raise ConfigError(f"layout {self.name!r}: cell {c} has a bad time span {c.t0}..{c.t1}")
+        for i, a in enumerate(self.cells):
+            for b in self.cells[i + 1 :]:
+                if a.top < b.top + b.height and b.top < a.top + a.height and a.left < b.left + b.width and b.left < a.left + a.width:
+                    raise ConfigError(f"layout {self.name!r}: cells {a} and {b} overlap")
         if self.px_per_mv <= 0 or self.line_width_px <= 0:
             raise ConfigError(f"layout {self.name!r}: px_per_mv={self.px_per_mv}, line_width_px={self.line_width_px} must be > 0")
 

@@ -13,10 +13,10 @@ import torch
 from engine.render.geometry import CellGroup, check_batch, plan
 from engine.render.layout import DEFAULT_LAYOUT, Layout
 
-_DEVICE_PLANS: dict[tuple[int, str, int], list[dict[str, torch.Tensor]]] = {}
+_DEVICE_PLANS: dict[tuple[int, str, int], list[dict[str, torch.Tensor | None]]] = {}
 
 
-def _tensors(layout: Layout, T: int, device: torch.device) -> list[tuple[CellGroup, dict[str, torch.Tensor]]]:  # noqa: N803
+def _tensors(layout: Layout, T: int, device: torch.device) -> list[tuple[CellGroup, dict[str, torch.Tensor | None]]]:  # noqa: N803
     groups = plan(layout, T)
     key = (id(groups), str(device), T)
     if key not in _DEVICE_PLANS:
@@ -26,7 +26,7 @@ def _tensors(layout: Layout, T: int, device: torch.device) -> list[tuple[CellGro
                 "b_lo": torch.as_tensor(g.b_lo, device=device),
                 "b_frac": torch.as_tensor(g.b_frac, device=device),
                 "inner": torch.as_tensor(g.inner, device=device),
-                "inner_ok": torch.as_tensor(g.inner_ok, device=device),
+                "inner_ok": None if g.inner_ok is None else torch.as_tensor(g.inner_ok, device=device),
                 "rows": torch.arange(g.height, dtype=torch.float32, device=device)[:, None],
             }
             for g in groups
@@ -72,15 +72,16 @@ def render_batch_torch(
         left = lead_x[:, k_idx, t["b_lo"]]  # (B, K, W+1)
         right = lead_x[:, k_idx, t["b_lo"] + 1]
         bound = left + (right - left) * t["b_frac"]
-        vals = lead_x[:, k_idx[..., None], t["inner"]]  # (B, K, W, M)
-        vals = torch.where(t["inner_ok"], vals, bound[..., :-1, None])
-        lo = torch.minimum(torch.minimum(vals.amin(dim=-1), bound[..., :-1]), bound[..., 1:])  # (B, K, W)
-        hi = torch.maximum(torch.maximum(vals.amax(dim=-1), bound[..., :-1]), bound[..., 1:])
+        vals = lead_x[:, k_idx, t["inner"]]  # (B, M, K, W)
+        if t["inner_ok"] is not None:
+            vals = torch.where(t["inner_ok"], vals, bound[:, None, :, :-1])
+        lo = torch.minimum(torch.minimum(vals.amin(dim=1), bound[..., :-1]), bound[..., 1:])  # (B, K, W)
+        hi = torch.maximum(torch.maximum(vals.amax(dim=1), bound[..., :-1]), bound[..., 1:])
         y_top = torch.clamp(base - hi * ppm - half, 0.0, g.height - lw)[:, :, None, :]  # (B, K, 1, W)
         y_bot = torch.clamp(base - lo * ppm + half, lw, float(g.height))[:, :, None, :]
         rows = t["rows"]
         cov = torch.minimum(rows + 1, y_bot) - torch.maximum(rows, y_top)  # (B, K, H, W)
-        cov = cov.clamp_(0.0, 1.0)
+        cov = cov.clamp_(min=0.0)  # <= 1 by construction
         if has_gaps:
             cov = torch.nan_to_num(cov, nan=0.0)
         for k in range(len(g.leads)):
