@@ -1,0 +1,203 @@
+"""Model-ready datasets: raw windows read once, inputs made by THE shared pipeline, cached.
+
+Every sample goes through :func:`engine.pipeline.model_inputs` - the function the stream worker
+and the compiled backends call - so training sees exactly the inputs the live system will see.
+Reading WFDB and rendering happen once per record: the raw windows and the rendered inputs are
+kept in memory and, when a cache folder is given, in an ``.npz`` file whose name is a hash of the
+records, their window starts, the model rate/length, ``RENDERER_VERSION`` and
+``PREPROCESSING_VERSION`` (a renderer change therefore never reuses stale images).
+
+Training-time augmentation (:func:`augment_windows`) works on the raw windows and re-runs the
+pipeline on the augmented batch (rendering costs ~1 ms per window).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from engine.config import MirageConfig
+from engine.data.items import Item
+from engine.data.wfdb_io import load_window
+from engine.labs import encode_labs
+from engine.pipeline import PREPROCESSING_VERSION, RENDERER_VERSION, ModelInputs, model_inputs
+
+log = logging.getLogger(__name__)
+
+_CHUNK = 64  # windows per model_inputs call while precomputing
+
+
+@dataclass
+class WindowSet:
+    """Raw windows plus labels and encoded labs, aligned by index.
+
+    Attributes:
+        windows: (N, 12, T) float32 raw mV at ``cfg.fs``.
+        labels: (N,) int64, 1 = MI.
+        labs: (N, D_lab) float32 encoded labs.
+        lab_mask: (N, D_lab) float32 presence mask.
+        items: the N items, in order.
+    """
+
+    windows: np.ndarray
+    labels: np.ndarray
+    labs: np.ndarray
+    lab_mask: np.ndarray
+    items: list[Item]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def subset(self, idx: Sequence[int]) -> "WindowSet":
+        ix = np.asarray(idx, dtype=np.int64)
+        return WindowSet(self.windows[ix], self.labels[ix], self.labs[ix], self.lab_mask[ix], [self.items[i] for i in ix])
+
+    @staticmethod
+    def concat(parts: Sequence["WindowSet"]) -> "WindowSet":
+        return WindowSet(
+            np.concatenate([p.windows for p in parts]),
+            np.concatenate([p.labels for p in parts]),
+            np.concatenate([p.labs for p in parts]),
+            np.concatenate([p.lab_mask for p in parts]),
+            [it for p in parts for it in p.items],
+        )
+
+
+def cache_key(items: Sequence[Item], cfg: MirageConfig) -> str:
+    """A hash naming everything the cached arrays depend on."""
+    h = hashlib.sha256()
+    h.update(f"{cfg.fs}|{cfg.T}|{cfg.lab_dim}|{RENDERER_VERSION}|{PREPROCESSING_VERSION}".encode())
+    for it in items:
+        h.update(f"|{it.path.resolve()}@{it.offset_s:.3f}#{sorted(it.labs.items())}".encode())
+    return h.hexdigest()[:24]
+
+
+def load_windows(items: Sequence[Item], cfg: MirageConfig, *, progress: bool = True) -> WindowSet:
+    """Read one raw window per item (see :mod:`engine.data.wfdb_io` for the window rule)."""
+    n = len(items)
+    windows = np.empty((n, 12, cfg.T), dtype=np.float32)
+    labs = np.zeros((n, cfg.lab_dim), dtype=np.float32)
+    mask = np.zeros((n, cfg.lab_dim), dtype=np.float32)
+    for i, it in enumerate(tqdm(items, desc="reading records", unit="rec", disable=not progress, leave=False)):
+        windows[i] = load_window(it.path, cfg, it.offset_s)
+        labs[i], mask[i] = encode_labs(it.labs)
+    labels = np.asarray([it.label for it in items], dtype=np.int64)
+    return WindowSet(windows, labels, labs, mask, list(items))
+
+
+def compute_inputs(ws: WindowSet, cfg: MirageConfig, *, progress: bool = True) -> ModelInputs:
+    """Run the shared pipeline over every window, in chunks."""
+    parts: list[ModelInputs] = []
+    for s in tqdm(range(0, len(ws), _CHUNK), desc="rendering", unit="chunk", disable=not progress, leave=False):
+        parts.append(model_inputs(ws.windows[s : s + _CHUNK], cfg, ws.labs[s : s + _CHUNK], ws.lab_mask[s : s + _CHUNK]))
+    return ModelInputs(
+        ecg=np.concatenate([p.ecg for p in parts]),
+        image=np.concatenate([p.image for p in parts]),
+        labs=np.concatenate([p.labs for p in parts]),
+        lab_mask=np.concatenate([p.lab_mask for p in parts]),
+    )
+
+
+class MirageDataset(torch.utils.data.Dataset):
+    """A torch Dataset yielding ``(ecg, image, labs, lab_mask, label)`` float32/int64 tensors.
+
+    Inputs are precomputed once with the shared pipeline (and cached on disk when ``cache_dir``
+    is given). ``windows`` keeps the raw windows for augmentation.
+    """
+
+    def __init__(self, items: Sequence[Item], cfg: MirageConfig, *, cache_dir: str | Path | None = None, progress: bool = True) -> None:
+        self.cfg = cfg
+        self.items = list(items)
+        cached = self._load_cache(cache_dir)
+        if cached is None:
+            self.windows = load_windows(self.items, cfg, progress=progress)
+            self.inputs = compute_inputs(self.windows, cfg, progress=progress)
+            self._save_cache(cache_dir)
+        else:
+            self.windows, self.inputs = cached
+        self.labels = self.windows.labels
+
+    def _cache_file(self, cache_dir: str | Path | None) -> Path | None:
+        return None if cache_dir is None else Path(cache_dir) / f"inputs-{cache_key(self.items, self.cfg)}.npz"
+
+    def _load_cache(self, cache_dir: str | Path | None) -> tuple[WindowSet, ModelInputs] | None:
+        f = self._cache_file(cache_dir)
+        if f is None or not f.is_file():
+            return None
+        try:
+            z = np.load(f)
+            ws = WindowSet(z["windows"], z["labels"], z["labs"], z["lab_mask"], self.items)
+            inputs = ModelInputs(ecg=z["ecg"], image=z["image"], labs=z["labs"], lab_mask=z["lab_mask"])
+        except (OSError, KeyError, ValueError) as exc:
+            log.warning("ignoring unreadable cache %s: %s", f, exc)
+            return None
+        if len(ws.labels) != len(self.items):
+            return None
+        log.info("loaded %d cached inputs from %s", len(self.items), f)
+        return ws, inputs
+
+    def _save_cache(self, cache_dir: str | Path | None) -> None:
+        f = self._cache_file(cache_dir)
+        if f is None:
+            return
+        f.parent.mkdir(parents=True, exist_ok=True)
+        tmp = f.with_suffix(".tmp.npz")
+        np.savez(tmp, windows=self.windows.windows, labels=self.windows.labels, labs=self.inputs.labs, lab_mask=self.inputs.lab_mask, ecg=self.inputs.ecg, image=self.inputs.image)
+        tmp.replace(f)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, ...]:
+        x = self.inputs
+        return (
+            torch.from_numpy(x.ecg[i]),
+            torch.from_numpy(x.image[i]),
+            torch.from_numpy(x.labs[i]),
+            torch.from_numpy(x.lab_mask[i]),
+            torch.tensor(int(self.labels[i]), dtype=torch.int64),
+        )
+
+    def batch(self, idx: Sequence[int]) -> tuple[torch.Tensor, ...]:
+        """The precomputed batch ``idx`` as stacked tensors (faster than collating items)."""
+        ix = np.asarray(idx, dtype=np.int64)
+        x = self.inputs
+        return _tensors(x.ecg[ix], x.image[ix], x.labs[ix], x.lab_mask[ix], self.labels[ix])
+
+    def augmented_batch(self, idx: Sequence[int], rng: np.random.Generator) -> tuple[torch.Tensor, ...]:
+        """Batch ``idx`` with :func:`augment_windows` applied to the raw windows, then the pipeline."""
+        ix = np.asarray(idx, dtype=np.int64)
+        raw = augment_windows(self.windows.windows[ix], self.cfg.fs, rng)
+        x = model_inputs(raw, self.cfg, self.windows.labs[ix], self.windows.lab_mask[ix])
+        return _tensors(x.ecg, x.image, x.labs, x.lab_mask, self.labels[ix])
+
+
+def _tensors(*arrays: np.ndarray) -> tuple[torch.Tensor, ...]:
+    return tuple(torch.from_numpy(np.ascontiguousarray(a)) for a in arrays)
+
+
+def augment_windows(x: np.ndarray, fs: float, rng: np.random.Generator) -> np.ndarray:
+    """Label-preserving perturbations of raw windows (B, 12, T) mV.
+
+    Per window: amplitude scale 0.8-1.25 (electrode and body habitus differences), a circular
+    time shift of up to 2 s (the stream sees every phase of the cardiac cycle), slow baseline
+    wander (0.05-0.4 Hz, up to 0.3 mV; removed again by the pipeline's high-pass) and white noise
+    of 0-0.03 mV. ST-segment morphology is untouched.
+    """
+    B, L, T = x.shape
+    out = x.astype(np.float32, copy=True)
+    t = np.arange(T, dtype=np.float32) / float(fs)
+    for b in range(B):
+        out[b] *= rng.uniform(0.8, 1.25)
+        out[b] = np.roll(out[b], int(rng.integers(-2 * fs, 2 * fs + 1)), axis=-1)
+        f = rng.uniform(0.05, 0.4)
+        out[b] += (rng.uniform(0, 0.3) * np.sin(2 * np.pi * f * t + rng.uniform(0, 2 * np.pi))).astype(np.float32)
+        out[b] += rng.normal(0, rng.uniform(0, 0.03), size=(L, T)).astype(np.float32)
+    return out

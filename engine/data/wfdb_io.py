@@ -1,0 +1,126 @@
+"""Read 12-lead ECG records stored in the PhysioNet WFDB format and cut model windows from them.
+
+WFDB (PhysioNet, "WFDB Applications Guide"; header format in ``header(5)``) stores a record as a
+``.hea`` text header (leads, units, gain, rate) plus ``.dat`` samples. We read it with the
+``wfdb`` package, convert every lead to millivolts using the unit the header names, and hand the
+samples to :func:`engine.pipeline.to_model_rate` (lead mapping by name + polyphase resampling to
+``cfg.fs``), the same step the stream uses.
+
+Window rule: a record longer than the model window contributes ONE window, starting at
+``offset_s`` (0 = the first ``window_s`` seconds; manifests may name a later start, e.g. the MI
+onset of a synthetic patient). The start is pulled back so the window fits inside the record. A
+record shorter than the window is padded at the end by holding its last value only when at least
+``MIN_FILL`` of the window is real signal; otherwise it is rejected.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from engine.config import MirageConfig
+from engine.errors import DatasetError, SignalError
+from engine.pipeline import to_model_rate
+
+log = logging.getLogger(__name__)
+
+# Factor from a header's physical unit to millivolts.
+_UNIT_TO_MV: dict[str, float] = {"mv": 1.0, "uv": 1e-3, "µv": 1e-3, "μv": 1e-3, "v": 1e3, "nu": 1.0, "": 1.0}
+MIN_FILL = 0.8
+
+
+@dataclass(frozen=True)
+class EcgRecord:
+    """One multi-lead record in millivolts.
+
+    Attributes:
+        signal: (L, S) float64 samples in mV (NaN where the record has gaps).
+        leads: the L lead names as the header spells them.
+        fs: sampling rate in Hz.
+        name: the record name (file stem), for messages only.
+    """
+
+    signal: np.ndarray
+    leads: tuple[str, ...]
+    fs: float
+    name: str
+
+    @property
+    def duration_s(self) -> float:
+        return self.signal.shape[1] / self.fs
+
+
+def record_base(path: str | Path) -> Path:
+    """The WFDB record path without extension (accepts ``x``, ``x.hea`` or ``x.dat``)."""
+    p = Path(path)
+    return p.with_suffix("") if p.suffix in (".hea", ".dat") else p
+
+
+def read_record(path: str | Path) -> EcgRecord:
+    """Read a WFDB record and return its leads in millivolts.
+
+    Args:
+        path: the record path with or without the ``.hea`` extension.
+
+    Raises:
+        DatasetError: the header is missing or unreadable, or a lead has a unit we cannot convert.
+    """
+    import wfdb  # imported here: the package is slow to import and only readers need it
+
+    base = record_base(path)
+    if not base.with_suffix(".hea").exists():
+        raise DatasetError(f"WFDB header not found: {base.with_suffix('.hea')}")
+    try:
+        rec = wfdb.rdrecord(str(base))
+    except Exception as exc:  # wfdb raises bare ValueError/OSError/IndexError on corrupt files
+        raise DatasetError(f"cannot read WFDB record {base}: {exc}") from exc
+    if rec.p_signal is None:
+        raise DatasetError(f"WFDB record {base} has no physical signal")
+    sig = np.asarray(rec.p_signal, dtype=np.float64).T  # (L, S)
+    units = list(rec.units or [""] * sig.shape[0])
+    for i, unit in enumerate(units):
+        factor = _UNIT_TO_MV.get(str(unit or "").strip().lower())
+        if factor is None:
+            raise DatasetError(f"WFDB record {base}: lead {rec.sig_name[i]!r} has unit {unit!r}; expected mV, uV or V")
+        if factor != 1.0:
+            sig[i] *= factor
+    return EcgRecord(signal=sig, leads=tuple(rec.sig_name), fs=float(rec.fs), name=base.name)
+
+
+def cut_window(x: np.ndarray, fs: float, cfg: MirageConfig, offset_s: float = 0.0) -> np.ndarray:
+    """One (12, T) window of ``x`` (12, S) at ``cfg.fs``, starting at ``offset_s`` (see module doc).
+
+    Raises:
+        DatasetError: the record covers less than ``MIN_FILL`` of a window.
+    """
+    T = cfg.T
+    S = x.shape[1]
+    if S >= T:
+        start = int(round(max(0.0, offset_s) * fs))
+        start = min(start, S - T)  # pull back so the window fits
+        return x[:, start : start + T]
+    if S < MIN_FILL * T:
+        raise DatasetError(f"record of {S / fs:.2f} s is shorter than {MIN_FILL:.0%} of the {cfg.window_s} s window")
+    pad = np.repeat(x[:, -1:], T - S, axis=1)
+    return np.concatenate([x, pad], axis=1)
+
+
+def load_window(path: str | Path, cfg: MirageConfig, offset_s: float = 0.0) -> np.ndarray:
+    """Read a WFDB record and return one raw window (12, T) float32 in mV at ``cfg.fs``.
+
+    Leads are mapped by name (missing limb leads derived from I and II) and resampled with
+    :func:`engine.pipeline.to_model_rate`. No filtering here: :func:`engine.pipeline.model_inputs`
+    conditions the window, exactly as in the stream.
+
+    Raises:
+        DatasetError: unreadable record, missing leads or too short.
+    """
+    rec = read_record(path)
+    try:
+        x = to_model_rate(rec.signal, rec.fs, rec.leads, cfg)
+    except SignalError as exc:
+        raise DatasetError(f"WFDB record {record_base(path)}: {exc}") from exc
+    return cut_window(x, cfg.fs, cfg, offset_s).astype(np.float32)
