@@ -8,8 +8,9 @@ simple, explainable and computed on the raw window (before conditioning):
 * ``flat:L`` - lead L is (near-)constant: robust amplitude (99th-1st percentile) below
   ``flat_mv``, or an exactly constant run of at least ``flat_run_s`` (a disconnected electrode
   or a stuck amplifier).
-* ``saturated:L`` - lead L reaches the amplifier rail (``|x| >= rail_mv``) or sits on its own
-  extreme value for ``saturated_run_s`` or longer (clipping).
+* ``saturated:L`` - lead L reaches the amplifier rail (``|x| >= rail_mv``), sits on its own
+  extreme value (within ``saturated_tol_mv``) for ``saturated_run_s`` or longer, or shows flat-topped plateaus (2+ identical
+  samples at the extreme) in ``saturated_plateaus`` or more places (clipped R or S waves).
 * ``noisy:L`` - broadband noise (muscle, mains, electrode motion): the robust standard deviation
   of the second difference, ``1.4826 * MAD / sqrt(6)`` (exact for white noise), above
   ``noise_mv``. The ECG itself barely contributes: its second difference is small except in
@@ -35,8 +36,10 @@ class QualityThresholds:
     flat_mv: float = 0.02
     flat_run_s: float = 1.0
     rail_mv: float = 10.0
-    saturated_run_s: float = 0.08
+    saturated_run_s: float = 0.2
+    saturated_tol_mv: float = 1e-3
     saturated_min_range_mv: float = 0.3
+    saturated_plateaus: int = 3
     noise_mv: float = 0.05
     max_bad_leads: int = 2
 
@@ -53,13 +56,24 @@ class QualityReport:
     evaluable: bool
 
 
-def _longest_run(mask: np.ndarray) -> int:
-    """Length of the longest run of True in a 1-D boolean array."""
-    if not mask.any():
-        return 0
+def _runs(mask: np.ndarray) -> np.ndarray:
+    """Lengths of the runs of True in a 1-D boolean array."""
     padded = np.concatenate(([False], mask, [False])).astype(np.int8)
     edges = np.flatnonzero(np.diff(padded))
-    return int((edges[1::2] - edges[::2]).max())
+    return edges[1::2] - edges[::2]
+
+
+def _longest_run(mask: np.ndarray) -> int:
+    """Length of the longest run of True in a 1-D boolean array."""
+    runs = _runs(mask)
+    return int(runs.max()) if runs.size else 0
+
+
+def _clipped(v: np.ndarray, extreme: float, fs: float, th: QualityThresholds) -> bool:
+    """Pinned at ``extreme``: one long plateau, or plateaus of 2+ identical samples in 3+ beats."""
+    if _longest_run(np.abs(v - extreme) <= th.saturated_tol_mv) >= th.saturated_run_s * fs:
+        return True
+    return int((_runs(np.abs(v - extreme) <= 1e-6) >= 2).sum()) >= th.saturated_plateaus
 
 
 def lead_flags(x: np.ndarray, fs: float, name: str, th: QualityThresholds = DEFAULT_THRESHOLDS) -> list[str]:
@@ -78,9 +92,8 @@ def lead_flags(x: np.ndarray, fs: float, name: str, th: QualityThresholds = DEFA
         return flags
     vmin, vmax = float(v.min()), float(v.max())
     span = vmax - vmin
-    tol = max(0.005 * span, 1e-3)
-    run = max(_longest_run(v >= vmax - tol), _longest_run(v <= vmin + tol))
-    if max(abs(vmin), abs(vmax)) >= th.rail_mv or (span >= th.saturated_min_range_mv and run >= th.saturated_run_s * fs):
+    clipped = span >= th.saturated_min_range_mv and (_clipped(v, vmax, fs, th) or _clipped(v, vmin, fs, th))
+    if max(abs(vmin), abs(vmax)) >= th.rail_mv or clipped:
         flags.append(f"saturated:{name}")
     d2 = np.diff(v, n=2)
     noise = 1.4826 * float(np.median(np.abs(d2 - np.median(d2)))) / np.sqrt(6.0)
