@@ -138,17 +138,20 @@ def unavailable_reason(backend: str) -> str | None:
     """``None`` when ``backend`` can run on this machine, else the reason (cheap: builds nothing)."""
     if backend not in BACKENDS:
         return f"unknown backend {backend!r}"
+    missing = []
+    if backend == "tensorrt":
+        try:
+            import tensorrt  # noqa: F401
+        except ImportError as exc:
+            missing.append(f"the 'tensorrt' Python module cannot be imported ({exc})")
     if backend.startswith("torch-cuda") or backend == "tensorrt":
         from trt.builder import cuda_missing_reason
 
         reason = cuda_missing_reason()
         if reason:
-            return reason
-    if backend == "tensorrt":
-        try:
-            import tensorrt  # noqa: F401
-        except ImportError as exc:
-            return f"the 'tensorrt' Python module cannot be imported ({exc})"
+            missing.append(reason)
+    if missing:
+        return "; ".join(missing)
     if backend.startswith("onnxruntime"):
         try:
             import onnxruntime  # noqa: F401

@@ -49,15 +49,13 @@ class BackendResult:
 
 
 def auroc(scores: np.ndarray, labels: np.ndarray) -> float | None:
-    """Area under the ROC curve (Mann-Whitney U with average ranks for ties); None if one class."""
-    from scipy.stats import rankdata
+    """AUROC of ``scores`` (``engine.metrics.auroc``), or ``None`` when only one class is present."""
+    from engine.metrics import auroc as _auroc
 
-    labels = np.asarray(labels).astype(bool)
-    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
-    if n_pos == 0 or n_neg == 0:
+    labels = np.asarray(labels).astype(int)
+    if labels.min() == labels.max():
         return None
-    ranks = rankdata(np.asarray(scores, dtype=np.float64))
-    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+    return _auroc(labels, np.asarray(scores, dtype=np.float64))
 
 
 def load_eval_inputs(cfg: Any, *, ptbxl: Path | None, limit: int, seed: int = 0) -> tuple[Any, np.ndarray | None, str]:
@@ -75,31 +73,22 @@ def load_eval_inputs(cfg: Any, *, ptbxl: Path | None, limit: int, seed: int = 0)
 
 
 def ptbxl_windows(root: Path, cfg: Any, *, limit: int) -> tuple[np.ndarray, np.ndarray]:
-    """The first ``cfg.window_s`` seconds of up to ``limit`` PTB-XL records at the model rate, and MI labels.
+    """One window of up to ``limit`` labelled PTB-XL records at the model rate, and their MI labels.
 
-    A record is MI when any of its SCP statements has diagnostic class ``MI`` (Wagner et al. 2020).
+    Uses the project's readers (``engine.data``): the same labelling and windowing as training.
     """
-    import ast
+    from engine.data.ptbxl import read_ptbxl
+    from engine.data.wfdb_io import load_window
+    from engine.errors import DatasetError
 
-    import pandas as pd
-    import wfdb
-
-    from engine.pipeline import to_model_rate
-
-    db = pd.read_csv(root / "ptbxl_database.csv", index_col="ecg_id")
-    scp = pd.read_csv(root / "scp_statements.csv", index_col=0)
-    mi_codes = set(scp.index[scp["diagnostic_class"] == "MI"])
     windows, labels = [], []
-    for _, row in db.iterrows():
-        path = root / row["filename_hr"]
-        if not path.with_suffix(".hea").is_file():
+    for item in read_ptbxl(root):
+        try:
+            windows.append(load_window(item.path, cfg, item.offset_s))
+        except DatasetError as exc:
+            log.debug("skipping a record: %s", exc)
             continue
-        signal, fields = wfdb.rdsamp(str(path))
-        x = to_model_rate(signal, fields["fs"], fields["sig_name"], cfg)[:, : cfg.T]
-        if x.shape[1] < cfg.T:
-            continue
-        windows.append(x)
-        labels.append(bool(mi_codes & set(ast.literal_eval(row["scp_codes"]))))
+        labels.append(int(item.label))
         if len(windows) >= limit:
             break
     return np.stack(windows).astype(np.float32), np.asarray(labels)
@@ -144,16 +133,18 @@ def time_backend(predictor: Any, inputs: Any, batch: int, seconds: float, *, war
     }
 
 
-def _load(checkpoint: str | None, preset: str) -> tuple[Any, str]:
+def _load(checkpoint: str | None, preset: str | None) -> tuple[Any, str]:
     from engine.checkpoint import load_checkpoint
 
+    if preset and not checkpoint:
+        return random_init_checkpoint(preset), f"random-init {preset}"
     try:
         return load_checkpoint(checkpoint), str(checkpoint or "shipped default")
     except Exception as exc:  # noqa: BLE001 - missing or unreadable checkpoint: fall back, loudly
         if checkpoint:
             raise
-        log.warning("no usable shipped checkpoint (%s); benchmarking a random-init %r model", exc, preset)
-        return random_init_checkpoint(preset), f"random-init {preset}"
+        log.warning("no usable shipped checkpoint (%s); benchmarking a random-init 'default' model", exc)
+        return random_init_checkpoint("default"), "random-init default"
 
 
 def random_init_checkpoint(preset: str, seed: int = 0) -> Any:
@@ -282,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     p.add_argument("--checkpoint", help="checkpoint file (default: the shipped engine/checkpoints/mirage-default.pt)")
-    p.add_argument("--preset", default="default", help="model preset for a random-init model when no checkpoint exists (default: default)")
+    p.add_argument("--preset", help="benchmark a random-init model of this preset instead of a checkpoint (the 'default' preset is used when no checkpoint exists)")
     p.add_argument("--batches", default="1,8,32", help="comma-separated batch sizes (default: 1,8,32)")
     p.add_argument("--seconds", type=float, default=5.0, help="timing seconds per backend and batch size (default: 5)")
     p.add_argument("--backends", help="comma-separated backends to try (default: every CPU one, plus GPU ones where CUDA exists)")

@@ -7,6 +7,12 @@ with AVX2 (``vpmaddubsw``) or AVX-512 VNNI where the CPU has it. Convolutions (t
 embedding) and attention score products stay fp32: the first is a small share of the FLOPs and
 the second has no constant operand. The accuracy cost is measured, not assumed: ``mirage bench
 infer`` reports the AUROC change on labelled PTB-XL windows.
+
+Weights are quantised with ``reduce_range`` (7-bit): x86 CPUs without VNNI multiply u8 x s8 with
+``vpmaddubsw``, which saturates the int16 sum of two products when both weights are near +-127
+(ONNX Runtime quantisation docs, "saturation"). Measured on this project's AVX2 CPU with a
+default-size model: full-range weights moved probabilities by up to 0.2, 7-bit weights by 0.02,
+at the same speed.
 """
 
 from __future__ import annotations
@@ -57,7 +63,14 @@ def session_options(threads: int | None = None, *, optimize: bool = True, spinni
     return opts
 
 
-def quantize_int8(src: str | Path, dst: str | Path, *, op_types: Sequence[str] = QUANTIZED_OPS, per_channel: bool = True) -> Path:
+def quantize_int8(
+    src: str | Path,
+    dst: str | Path,
+    *,
+    op_types: Sequence[str] = QUANTIZED_OPS,
+    per_channel: bool = True,
+    reduce_range: bool = True,
+) -> Path:
     """Write a dynamically quantised (int8 weights, uint8 activations) copy of ``src`` to ``dst``.
 
     Raises:
@@ -75,6 +88,7 @@ def quantize_int8(src: str | Path, dst: str | Path, *, op_types: Sequence[str] =
             str(dst),
             op_types_to_quantize=list(op_types),
             per_channel=per_channel,
+            reduce_range=reduce_range,
             weight_type=QuantType.QInt8,
             extra_options={"MatMulConstBOnly": True},
         )
