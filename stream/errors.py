@@ -16,3 +16,11 @@ class WireError(MirageError, ValueError):
 
 class SettingsError(MirageError, ValueError):
     """A setting (environment, TOML file) is invalid; names the setting and the value."""
+
+
+class WindowError(MirageError, ValueError):
+    """A window cannot be cut (window/hop not a whole number of samples, resampling mismatch)."""
+
+
+class PolicyError(MirageError, ValueError):
+    """Alert-policy settings are inconsistent (names the values)."""

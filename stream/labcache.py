@@ -1,0 +1,164 @@
+"""The latest lab results per patient, kept in Redis for the stream worker.
+
+Key layout (Redis, one hash per patient)::
+
+    mirage:labs:{patient_id}            HASH  field = LOINC code
+        value = JSON {"v": canonical value, "u": canonical unit, "o": observed_ns,
+                      "r": reported_ns or null, "raw": value as sent, "ru": unit as sent}
+    TTL of the hash = 2 x lab_staleness_s, refreshed by every write.
+
+Writes come from the labs topic (:class:`stream.schema.LabResult`). Results can arrive out of
+order (a delayed interface, a replay); a Lua script compares observation times inside Redis so an
+older result never overwrites a newer one, atomically and without a WATCH round trip.
+
+Reads are one round trip for a whole micro-batch (a pipeline of HGETALLs). A result older than
+``lab_staleness_s`` (by observation time, against the window's end) is not given to the model
+and is reported as an advisory (``stale_lab:89579-7``). When Redis cannot be reached the batch
+is scored without labs (FiLM is then the identity) and alerts carry ``labs_available=False``:
+a lab outage must never stop ECG monitoring.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+
+from engine.labs import LAB_FEATURES, encode_labs, lab_feature
+from stream.schema import LabResult
+
+log = logging.getLogger(__name__)
+
+KEY_PREFIX = "mirage:labs:"
+
+# KEYS[1] = hash, ARGV = loinc, payload json, observed_ns, ttl_s. Returns 1 if written, 0 if older.
+_NEWER_WINS = """
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if cur then
+  local ok, obj = pcall(cjson.decode, cur)
+  if ok and obj['o'] and tonumber(obj['o']) > tonumber(ARGV[3]) then
+    return 0
+  end
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+return 1
+"""
+
+
+def lab_key(patient_id: str) -> str:
+    """The Redis key of a patient's labs."""
+    return f"{KEY_PREFIX}{patient_id}"
+
+
+@dataclass
+class PatientLabs:
+    """Labs of one patient as given to the model for one window.
+
+    Attributes:
+        values: (D_lab,) encoded values (0 where missing).
+        mask: (D_lab,) 1 where present and fresh.
+        used: the labs given to the model: ``{loinc, name, value, unit, age_s}``.
+        advisories: e.g. ``stale_lab:89579-7`` for results too old to use.
+        available: False when the lab store could not be read.
+    """
+
+    values: np.ndarray
+    mask: np.ndarray
+    used: list[dict[str, Any]] = field(default_factory=list)
+    advisories: list[str] = field(default_factory=list)
+    available: bool = True
+
+
+def empty_labs(available: bool = True) -> PatientLabs:
+    values, mask = encode_labs(None)
+    return PatientLabs(values, mask, [], [] if available else ["labs_unavailable"], available)
+
+
+def select_labs(stored: Mapping[str, str | bytes], at_ns: int, staleness_s: float) -> PatientLabs:
+    """Pure: turn a patient's stored hash into model inputs at time ``at_ns``.
+
+    Results observed more than ``staleness_s`` before ``at_ns`` are excluded and reported as
+    advisories; malformed entries are skipped. Ages are measured from the observation time.
+    """
+    canonical: dict[str, float] = {}
+    used: list[dict[str, Any]] = []
+    advisories: list[str] = []
+    for raw_loinc, raw in stored.items():
+        loinc = raw_loinc.decode() if isinstance(raw_loinc, bytes) else str(raw_loinc)
+        try:
+            obj = json.loads(raw)
+            feat = lab_feature(loinc)
+            value = float(obj["v"])
+            observed = int(obj["o"])
+        except (ValueError, KeyError, TypeError):
+            log.warning("skipping malformed lab cache entry for LOINC %r", loinc)
+            continue
+        if not math.isfinite(value):
+            continue
+        age_s = (at_ns - observed) / 1e9
+        if age_s > staleness_s:
+            advisories.append(f"stale_lab:{loinc}")
+            continue
+        canonical[loinc] = value
+        used.append({"loinc": loinc, "name": feat.name, "value": value, "unit": feat.unit, "age_s": round(age_s, 1)})
+    values, mask = encode_labs(canonical)
+    order = {f.loinc: i for i, f in enumerate(LAB_FEATURES)}
+    used.sort(key=lambda d: order.get(d["loinc"], 99))
+    return PatientLabs(values, mask, used, sorted(advisories), True)
+
+
+class LabCache:
+    """Newer-wins lab store over a ``redis.asyncio`` client.
+
+    Args:
+        client: a ``redis.asyncio.Redis`` (or compatible) client.
+        staleness_s: results older than this are not used (``Settings.lab_staleness_s``).
+    """
+
+    def __init__(self, client: Any, staleness_s: float) -> None:
+        self.client = client
+        self.staleness_s = float(staleness_s)
+        self.ttl_s = max(1, int(2 * staleness_s))
+        self._script = client.register_script(_NEWER_WINS)
+        self.errors = 0
+
+    async def write(self, lab: LabResult) -> bool:
+        """Store ``lab`` unless a newer result for the same patient and LOINC is there.
+
+        Returns True when written, False when an equal-or-newer one was kept.
+        """
+        feat = lab_feature(lab.loinc)
+        payload = json.dumps({"v": lab.canonical_value(), "u": feat.unit, "o": int(lab.observed_ns),
+                              "r": lab.reported_ns, "raw": lab.value, "ru": lab.unit}, separators=(",", ":"))
+        written = await self._script(keys=[lab_key(lab.patient_id)], args=[feat.loinc, payload, int(lab.observed_ns), self.ttl_s])
+        return bool(int(written))
+
+    async def read_batch(self, requests: Iterable[tuple[str, int]]) -> list[PatientLabs]:
+        """Labs for each ``(patient_id, at_ns)`` in one round trip; labs unavailable on a Redis error."""
+        reqs = list(requests)
+        if not reqs:
+            return []
+        patients = sorted({p for p, _ in reqs})
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            for p in patients:
+                pipe.hgetall(lab_key(p))
+            results = await pipe.execute()
+        except Exception as exc:  # any client/connection failure: score without labs
+            self.errors += 1
+            log.warning("lab cache unavailable (%s): scoring without labs", type(exc).__name__)
+            return [empty_labs(available=False) for _ in reqs]
+        stored = dict(zip(patients, results))
+        return [select_labs(stored.get(p) or {}, at, self.staleness_s) for p, at in reqs]
+
+    async def store_snapshot(self, alert_id: str, png: bytes, ttl_s: int = 24 * 3600) -> None:
+        """Store an alert's ECG-paper snapshot under ``mirage:snapshot:{alert_id}``."""
+        await self.client.set(f"mirage:snapshot:{alert_id}", png, ex=ttl_s)
+
+
+SNAPSHOT_PREFIX = "mirage:snapshot:"

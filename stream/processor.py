@@ -1,0 +1,277 @@
+"""The stream worker's orchestration core, testable without Kafka.
+
+One call of :meth:`StreamProcessor.process` takes a batch of decoded chunks (each with an opaque
+*token*: the Kafka event the worker acknowledges later) and does, in order:
+
+1. chunks -> :class:`stream.windower.Windower` -> windows (per bed, model rate);
+2. windows -> :class:`stream.batcher.MicroBatcher` -> batches of at most ``max_batch``;
+3. labs for each batch from :class:`stream.labcache.LabCache` (one Redis round trip);
+4. :func:`engine.pipeline.model_inputs` + ``Predictor.predict`` in an executor thread, so the
+   event loop keeps heart-beating to the broker while the model works;
+5. :class:`stream.policy.AlertPolicy` -> :class:`stream.schema.Alert` objects; on an episode
+   start the window is drawn on ECG paper and stored in Redis (``mirage:snapshot:{alert_id}``);
+6. the tokens that are now *safe to acknowledge*: a chunk is released only when every window
+   containing its samples has been scored (so a restart from the committed offset rebuilds every
+   window that has not produced its output: at-least-once, see docs/STREAMING.md).
+
+The caller sends the alerts, awaits the broker's acknowledgement, and only then acks the
+released tokens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Callable, Hashable, Protocol, Sequence
+
+import numpy as np
+
+from engine.config import LEADS, MirageConfig
+from engine.pipeline import model_inputs
+from stream.batcher import MicroBatcher
+from stream.labcache import LabCache, PatientLabs, empty_labs
+from stream.policy import KIND_MI, AlertPolicy, PolicyConfig, PolicyEvent
+from stream.schema import Alert, EcgChunk
+from stream.settings import Settings
+from stream.windower import EcgWindow, Windower
+
+log = logging.getLogger(__name__)
+
+
+class PredictorLike(Protocol):
+    """The seam of ``engine.predictor.Predictor`` that the stream needs."""
+
+    name: str
+    config: MirageConfig
+
+    def predict(self, ecg: np.ndarray, image: np.ndarray, labs: np.ndarray, lab_mask: np.ndarray) -> Any:
+        """Return an object with ``probs`` (B,) and ``lead_weights`` (B, 12)."""
+        ...
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What alerts say about the model that produced them."""
+
+    name: str
+    version: str
+    checkpoint_sha: str
+    threshold: float = 0.5
+    thresholds: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Scored:
+    """One scored window (for metrics, validation and the demo)."""
+
+    window: EcgWindow
+    probability: float
+    latency_s: float  # chunk arrival -> outputs ready
+
+
+@dataclass
+class ProcessResult:
+    """Outputs of one :meth:`StreamProcessor.process` call."""
+
+    alerts: list[Alert] = field(default_factory=list)
+    release: list[Any] = field(default_factory=list)
+    scored: list[Scored] = field(default_factory=list)
+    dropped: dict[str, int] = field(default_factory=dict)
+
+
+def policy_config(settings: Settings, info: ModelInfo) -> PolicyConfig:
+    """Thresholds from Settings when set (non-zero), else from the checkpoint."""
+    start = settings.threshold_start or info.thresholds.get("start", 0.0) or info.threshold
+    end = settings.threshold_end or info.thresholds.get("end", 0.0) or max(0.0, start - 0.1)
+    end = min(end, start)
+    return PolicyConfig(threshold_start=start, threshold_end=end, k=settings.k_of_n_k, n=settings.k_of_n_n,
+                        cooldown_s=settings.cooldown_s, escalate_probability=settings.escalate_probability)
+
+
+class StreamProcessor:
+    """Chunks in, alerts and releasable tokens out.
+
+    Args:
+        predictor: a ``Predictor`` (``engine.predictor.make_predictor``) or any object with the
+            same ``name``/``config``/``predict``.
+        info: model name/version/checkpoint sha and its thresholds.
+        settings: stream settings (batching, hop, policy overrides, staleness).
+        labcache: the lab store, or None to score without labs.
+        executor: where the model runs (a one-thread pool by default).
+        snapshot: ``(window) -> PNG bytes`` for episode starts, or None to skip snapshots.
+        clock: ``() -> ns`` wall clock (alert emission time, lab ages).
+    """
+
+    def __init__(self, predictor: PredictorLike, info: ModelInfo, settings: Settings, *, labcache: LabCache | None = None,
+                 executor: Executor | None = None, snapshot: Callable[[EcgWindow], bytes] | None = None,
+                 clock: Callable[[], int] | None = None, metrics: Any | None = None) -> None:
+        self.predictor = predictor
+        self.cfg: MirageConfig = predictor.config
+        self.info = info
+        self.settings = settings
+        self.labcache = labcache
+        self.executor = executor or ThreadPoolExecutor(max_workers=1, thread_name_prefix="mirage-model")
+        self.snapshot = snapshot
+        self.clock = clock or time.time_ns
+        self.metrics = metrics
+        self.windower = Windower(self.cfg, hop_s=settings.hop_s, idle_s=settings.idle_discharge_s, clock=self.clock)
+        self.batcher: MicroBatcher[EcgWindow] = MicroBatcher(settings.max_batch, settings.max_wait_ms / 1000.0)
+        self.policy = AlertPolicy(policy_config(settings, info))
+        self._pending: dict[str, deque[tuple[int, Any]]] = {}
+        self._last_window: dict[str, EcgWindow] = {}
+        self.windows_scored = 0
+        self.chunks_seen = 0
+
+    # -- step 1: chunks -> windows --------------------------------------------------------------
+    def _ingest(self, chunk: EcgChunk, token: Any, arrival_ns: int | None, result: ProcessResult,
+                discharged: list[tuple[str, EcgWindow | None]]) -> list[EcgWindow]:
+        self.chunks_seen += 1
+        push = self.windower.push(chunk, arrival_ns)
+        if push.dropped:
+            result.dropped[push.dropped] = result.dropped.get(push.dropped, 0) + 1
+            result.release.append(token)
+            return push.windows
+        pending = self._pending.setdefault(chunk.bed_id, deque())
+        if push.reset:
+            # The old buffer is gone: its chunks can never contribute to a window again.
+            result.release.extend(t for _, t in pending)
+            pending.clear()
+        if push.discharged:
+            result.release.extend(t for _, t in pending)
+            result.release.append(token)
+            self._pending.pop(chunk.bed_id, None)
+            last = push.windows[-1] if push.windows else self._last_window.get(chunk.bed_id)
+            discharged.append((chunk.bed_id, last))
+        else:
+            end = self.windower.end_index(chunk.bed_id)
+            pending.append((int(end if end is not None else 0), token))
+        return push.windows
+
+    def _releasable(self) -> list[Any]:
+        out: list[Any] = []
+        for bed_id, pending in list(self._pending.items()):
+            start = self.windower.next_window_start(bed_id)
+            if start is None:  # bed evicted or discharged
+                out.extend(t for _, t in pending)
+                del self._pending[bed_id]
+                continue
+            while pending and pending[0][0] <= start:
+                out.append(pending.popleft()[1])
+        return out
+
+    # -- steps 2-5 -------------------------------------------------------------------------------
+    async def process(self, items: Sequence[tuple[EcgChunk, Any] | tuple[EcgChunk, Any, int | None]]) -> ProcessResult:
+        """Process decoded chunks (with tokens and optional arrival times); see the module docstring."""
+        result = ProcessResult()
+        discharged: list[tuple[str, EcgWindow | None]] = []
+        windows: list[EcgWindow] = []
+        for item in items:
+            chunk, token = item[0], item[1]
+            arrival = item[2] if len(item) > 2 else None
+            windows.extend(self._ingest(chunk, token, arrival, result, discharged))
+        batches = self.batcher.extend(windows)
+        batches.extend(self.batcher.flush())
+        for batch in batches:
+            await self._score_batch(batch, result)
+        for bed_id, last in discharged:
+            self.policy_discharge(bed_id, last, result)
+        for bed_id in self.windower.evict_idle():
+            self.policy.forget(bed_id)
+        result.release.extend(self._releasable())
+        return result
+
+    def policy_discharge(self, bed_id: str, last: EcgWindow | None, result: ProcessResult) -> None:
+        seq = last.seq if last else -1
+        end_ns = last.end_ns if last else self.clock()
+        for ev in self.policy.discharge(bed_id, seq, end_ns):
+            if last is not None:
+                result.alerts.append(self._alert(ev, last, None, None, empty_labs()))
+        self._last_window.pop(bed_id, None)
+
+    async def _score_batch(self, batch: list[EcgWindow], result: ProcessResult) -> None:
+        if self.labcache is not None:
+            labs = await self.labcache.read_batch([(w.patient_id, w.end_ns) for w in batch])
+        else:
+            labs = [empty_labs() for _ in batch]
+        t0 = time.perf_counter()
+        loop = asyncio.get_running_loop()
+        probs, lead_w = await loop.run_in_executor(self.executor, self._infer, batch, labs)
+        infer_s = time.perf_counter() - t0
+        if self.metrics is not None:
+            self.metrics.observe_batch(len(batch), infer_s)
+        snapshots: list[tuple[str, EcgWindow]] = []
+        for i, w in enumerate(batch):
+            self._last_window[w.bed_id] = w
+            for ev in self.policy.update(w.bed_id, w.patient_id, float(probs[i]), w.seq, w.end_ns):
+                alert = self._alert(ev, w, float(probs[i]), lead_w[i], labs[i])
+                result.alerts.append(alert)
+                if ev.phase == "start":
+                    snapshots.append((ev.alert_id, w))
+        if self.snapshot is not None and self.labcache is not None:
+            for alert_id, w in snapshots:
+                await self._store_snapshot(alert_id, w)
+        done = self.clock()
+        for i, w in enumerate(batch):
+            lat = max(0.0, (done - w.last_arrival_ns) / 1e9) if w.last_arrival_ns else 0.0
+            result.scored.append(Scored(w, float(probs[i]), lat))
+        self.windows_scored += len(batch)
+
+    def _infer(self, batch: list[EcgWindow], labs: list[PatientLabs]) -> tuple[np.ndarray, np.ndarray]:
+        x = np.stack([w.signal for w in batch])  # (B, 12, T)
+        lab_v = np.stack([p.values for p in labs]).astype(np.float32)  # (B, D_lab)
+        lab_m = np.stack([p.mask for p in labs]).astype(np.float32)
+        inputs = model_inputs(x, self.cfg, lab_v, lab_m)
+        pred = self.predictor.predict(inputs.ecg, inputs.image, inputs.labs, inputs.lab_mask)
+        probs = np.asarray(pred.probs, dtype=np.float64).reshape(-1)
+        lead_w = np.asarray(pred.lead_weights, dtype=np.float64).reshape(len(batch), -1)
+        return probs, lead_w
+
+    async def _store_snapshot(self, alert_id: str, w: EcgWindow) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+            png = await loop.run_in_executor(self.executor, self.snapshot, w)
+            await self.labcache.store_snapshot(alert_id, png)  # type: ignore[union-attr]
+        except Exception as exc:  # a snapshot is a convenience: never lose the alert over it
+            log.warning("could not store snapshot for alert %s: %s", alert_id, exc)
+
+    # -- alerts --------------------------------------------------------------------------------
+    def _alert(self, ev: PolicyEvent, w: EcgWindow, p: float | None, lead_w: np.ndarray | None, labs: PatientLabs) -> Alert:
+        top: list[str] = []
+        if lead_w is not None and lead_w.size == len(LEADS) and np.isfinite(lead_w).all():
+            top = [LEADS[j] for j in np.argsort(-lead_w, kind="stable")[:3]]
+        pc = self.policy.config
+        return Alert(
+            alert_id=ev.alert_id, alert_type="mi", kind=KIND_MI, phase=ev.phase, bed_id=w.bed_id, patient_id=w.patient_id,
+            probability=None if p is None else round(float(p), 4), threshold_start=pc.threshold_start,
+            threshold_end=pc.threshold_end, window_start_ns=w.start_ns, window_end_ns=w.end_ns, window_seq=ev.window_seq,
+            model_name=self.info.name, model_version=self.info.version, checkpoint_sha=self.info.checkpoint_sha,
+            level=ev.level, labs=list(labs.used), labs_available=labs.available, quality_flags=list(w.flags),
+            top_leads=top, advisories=list(labs.advisories), emitted_ns=self.clock(),
+        )
+
+    # -- housekeeping --------------------------------------------------------------------------
+    def forget_beds(self, keep: Callable[[str], bool]) -> list[Any]:
+        """Drop the state of beds for which ``keep(bed_id)`` is False (partitions revoked).
+
+        Returns their pending tokens: they must NOT be acked (the new owner re-reads them), the
+        caller simply drops them.
+        """
+        dropped: list[Any] = []
+        for bed_id in list(self.windower.bed_ids()):
+            if not keep(bed_id):
+                self.windower.discharge(bed_id)
+                self.policy.forget(bed_id)
+                dropped.extend(t for _, t in self._pending.pop(bed_id, deque()))
+        return dropped
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=True)
+
+
+def window_key(w: EcgWindow) -> Hashable:
+    """Identity of a window on its bed's grid (duplicate detection in tests and validation)."""
+    return (w.bed_id, w.seq)

@@ -1,0 +1,104 @@
+"""Lab cache: newer-wins writes (Lua in a real Redis), staleness, one round trip, Redis down.
+
+Redis here is a real ``redis-server`` on a Unix socket in a temp folder (no network).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from deploy.services import redis_binary
+from engine.labs import LAB_FEATURES, encode_labs
+from stream.labcache import LabCache, lab_key, select_labs
+from stream.schema import LabResult
+
+S = 10**9
+NOW = 1_800_000_000 * S
+TNI = "89579-7"
+K = "2823-3"
+
+
+@pytest.fixture(scope="module")
+def redis_socket(tmp_path_factory):
+    d = tmp_path_factory.mktemp("redis")
+    sock = d / "redis.sock"
+    proc = subprocess.Popen([str(redis_binary()), "--port", "0", "--unixsocket", str(sock), "--save", "",
+                             "--appendonly", "no", "--dir", str(d)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while not sock.exists():
+        if time.monotonic() > deadline or proc.poll() is not None:
+            proc.kill()
+            pytest.skip("redis-server did not start")
+        time.sleep(0.02)
+    yield str(sock)
+    proc.terminate()
+    proc.wait(timeout=5)
+
+
+@pytest.fixture
+async def client(redis_socket: str):
+    c = aioredis.Redis(unix_socket_path=redis_socket)
+    await c.flushdb()
+    yield c
+    await c.aclose()
+
+
+def lab(value: float, observed_s: float, loinc: str = TNI, unit: str = "ng/L", patient: str = "p1") -> LabResult:
+    return LabResult(patient, loinc, value, unit, int(NOW + observed_s * S))
+
+
+async def test_newer_result_wins_whatever_the_arrival_order(client) -> None:
+    cache = LabCache(client, staleness_s=3600)
+    assert await cache.write(lab(50.0, -60))
+    assert not await cache.write(lab(10.0, -120))  # older result arrives late: kept out
+    [got] = await cache.read_batch([("p1", NOW)])
+    assert got.used[0]["value"] == 50.0 and got.used[0]["age_s"] == 60.0
+    assert await cache.write(lab(0.2, -10, unit="ng/mL"))  # newer, other unit -> canonical 200 ng/L
+    [got] = await cache.read_batch([("p1", NOW)])
+    assert got.used[0]["value"] == pytest.approx(200.0)
+    expected, mask = encode_labs({TNI: 200.0})
+    np.testing.assert_allclose(got.values, expected, rtol=1e-6)
+    np.testing.assert_array_equal(got.mask, mask)
+    assert await client.ttl(lab_key("p1")) > 0
+
+
+async def test_stale_labs_are_excluded_and_reported(client) -> None:
+    cache = LabCache(client, staleness_s=3600)
+    await cache.write(lab(50.0, -7200))  # 2 h old
+    await cache.write(lab(4.1, -60, loinc=K, unit="mmol/L"))
+    [got] = await cache.read_batch([("p1", NOW)])
+    assert [u["loinc"] for u in got.used] == [K]
+    assert got.advisories == [f"stale_lab:{TNI}"]
+    idx = [f.loinc for f in LAB_FEATURES].index(TNI)
+    assert got.mask[idx] == 0 and got.available
+
+
+async def test_batch_read_is_per_patient_and_at_the_window_time(client) -> None:
+    cache = LabCache(client, staleness_s=100)
+    await cache.write(lab(30.0, -50, patient="a"))
+    res = await cache.read_batch([("a", NOW), ("b", NOW), ("a", NOW + 200 * S)])
+    assert len(res[0].used) == 1 and res[1].used == [] and res[1].mask.sum() == 0
+    assert res[2].used == [] and res[2].advisories == [f"stale_lab:{TNI}"]
+
+
+async def test_redis_down_means_labs_unavailable_not_an_error(tmp_path: Path) -> None:
+    dead = aioredis.Redis(unix_socket_path=str(tmp_path / "nothing.sock"), socket_connect_timeout=0.2,
+                          retry=Retry(NoBackoff(), 0))
+    cache = LabCache(dead, staleness_s=100)
+    res = await cache.read_batch([("a", NOW), ("b", NOW)])
+    assert [r.available for r in res] == [False, False]
+    assert all(r.mask.sum() == 0 for r in res) and cache.errors == 1
+    await dead.aclose()
+
+
+def test_select_labs_skips_malformed_entries() -> None:
+    got = select_labs({TNI: b"not json", K: b'{"v": 4.0, "o": %d}' % NOW}, NOW, 10)
+    assert [u["loinc"] for u in got.used] == [K]

@@ -1,0 +1,167 @@
+"""Windower: window boundaries, offline parity, gaps, duplicates, out-of-order, resets, memory."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from engine.config import PRESETS
+from engine.pipeline import to_model_rate
+from stream.schema import EcgChunk, decode_chunk, encode_chunk
+from stream.windower import GAP_FLAG, Windower
+
+CFG = PRESETS["tiny"]  # 100 Hz, 10 s windows, 2 s hop
+LEADS8 = ("I", "II", "V1", "V2", "V3", "V4", "V5", "V6")
+FS = 500
+N = 250  # 0.5 s chunks
+T0 = 1_700_000_000 * 10**9
+
+
+def record(seconds: float = 20.0, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * FS)) / FS
+    beat = np.sin(2 * np.pi * 1.2 * t) ** 15  # spiky, ECG-like
+    x = beat[None, :] * rng.uniform(0.5, 1.5, (8, 1)) + rng.normal(0, 0.01, (8, t.size))
+    return x.astype(np.float32)
+
+
+def chunk(rec: np.ndarray, seq: int, *, bed: str = "bed-1", patient: str = "p-1", fs: float = FS, n: int = N,
+          leads: tuple[str, ...] = LEADS8, eos: bool = False) -> EcgChunk:
+    return EcgChunk(bed, patient, seq, T0 + int(seq * n * 1e9 / fs), fs, leads, rec[:, seq * n:(seq + 1) * n], eos)
+
+
+def stream(w: Windower, rec: np.ndarray, seqs) -> list:
+    out = []
+    for s in seqs:
+        out += w.push(chunk(rec, s)).windows
+    return out
+
+
+def test_window_grid_timing_and_offline_parity() -> None:
+    rec = record(20.0)
+    w = Windower(CFG, clock=lambda: 0)
+    wins = stream(w, rec, range(40))
+    # 20 s record, 10 s windows, 2 s hop -> windows starting at 0, 2, ..., 10 s
+    assert [x.seq for x in wins] == [0, 1, 2, 3, 4, 5]
+    assert wins[0].start_ns == T0 and wins[0].end_ns == T0 + 10 * 10**9
+    assert wins[3].start_ns == T0 + 6 * 10**9
+    for x in wins:
+        assert x.signal.shape == (12, CFG.T) and x.signal.dtype == np.float32
+        k = x.seq * 2 * FS
+        offline = to_model_rate(rec[:, k:k + 10 * FS], FS, LEADS8, CFG).astype(np.float32)
+        np.testing.assert_array_equal(x.signal, offline)
+        assert GAP_FLAG not in x.flags
+    # memory stays bounded: at most one window minus a hop (plus a chunk) at the source rate
+    assert w.beds["bed-1"].buffer.shape[1] <= 10 * FS
+
+
+def test_wire_roundtrip_then_window_equals_offline_of_decoded_record() -> None:
+    rec = record(10.0, seed=3)
+    w = Windower(CFG)
+    wins = []
+    decoded = []
+    for s in range(20):
+        c = decode_chunk(encode_chunk(chunk(rec, s)))
+        decoded.append(c.samples)
+        wins += w.push(c).windows
+    assert len(wins) == 1
+    offline = to_model_rate(np.concatenate(decoded, axis=1), FS, LEADS8, CFG).astype(np.float32)
+    np.testing.assert_array_equal(wins[0].signal, offline)
+
+
+def test_mid_stream_start_cuts_the_same_grid() -> None:
+    rec = record(24.0)
+    full = {x.seq: x for x in stream(Windower(CFG), rec, range(48))}
+    late = stream(Windower(CFG), rec, range(7, 48))  # a worker that starts at seq 7 (3.5 s)
+    assert late[0].seq == 2  # first whole window on the grid after 3.5 s starts at 4 s
+    for x in late:
+        assert x.start_ns == full[x.seq].start_ns
+        np.testing.assert_array_equal(x.signal, full[x.seq].signal)
+
+
+def test_duplicates_and_out_of_order_are_dropped_and_counted() -> None:
+    rec = record(12.0)
+    w = Windower(CFG)
+    for s in range(10):
+        w.push(chunk(rec, s))
+    assert w.push(chunk(rec, 9)).dropped == "duplicate"
+    assert w.push(chunk(rec, 4)).dropped == "out_of_order"
+    wins = stream(w, rec, range(10, 24))
+    assert w.counts["duplicate"] == 1 and w.counts["out_of_order"] == 1
+    assert [x.seq for x in wins] == [0, 1]
+    offline = to_model_rate(rec[:, :10 * FS], FS, LEADS8, CFG).astype(np.float32)
+    np.testing.assert_array_equal(wins[0].signal, offline)
+
+
+def test_small_gap_is_nan_filled_and_flagged() -> None:
+    rec = record(14.0)
+    w = Windower(CFG)
+    wins = stream(w, rec, [s for s in range(28) if s not in (5, 6)])  # 1 s missing at 2.5-3.5 s
+    assert w.counts["gap"] == 1
+    assert [x.seq for x in wins] == [0, 1, 2]
+    assert GAP_FLAG in wins[0].flags and GAP_FLAG in wins[1].flags
+    assert GAP_FLAG not in wins[2].flags  # window 2 starts at 4 s, after the gap
+    assert np.isnan(wins[0].signal[:, 260:340]).all()
+    assert any(f.startswith("missing:") for f in wins[0].flags)
+
+
+def test_long_gap_resets_the_bed() -> None:
+    rec = record(40.0)
+    w = Windower(CFG, max_gap_s=2.0)
+    before = stream(w, rec, range(0, 10))
+    res = w.push(chunk(rec, 30))  # 10 s later
+    assert res.reset == "gap" and before == []
+    after = stream(w, rec, range(31, 80))
+    assert after[0].start_ns == T0 + 16 * 10**9  # grid restarts at the new chunk: 15 s -> first hop 16 s
+    assert all(GAP_FLAG not in x.flags for x in after)
+
+
+def test_rate_change_and_lead_off() -> None:
+    rec = record(12.0)
+    w = Windower(CFG)
+    stream(w, rec, range(4))
+    rec250 = rec[:, ::2].copy()
+    res = w.push(chunk(rec250, 20, fs=250, n=125))
+    assert res.reset == "rate_change"
+    off = rec.copy()
+    off[2, :] = np.nan  # V1 lead off for the whole record
+    w2 = Windower(CFG)
+    wins = stream(w2, off, range(20))
+    assert "missing:V1" in wins[0].flags
+
+
+def test_end_of_stream_discharges_and_idle_beds_are_evicted() -> None:
+    rec = record(12.0)
+    now = [0]
+    w = Windower(CFG, idle_s=30, clock=lambda: now[0])
+    stream(w, rec, range(23))
+    res = w.push(chunk(rec, 23, eos=True))
+    assert res.discharged and [x.seq for x in res.windows] == [1] and "bed-1" not in w.beds
+    w.push(chunk(rec, 0, bed="bed-2"))
+    now[0] = 31 * 10**9
+    assert w.evict_idle() == ["bed-2"] and w.beds == {}
+
+
+def test_next_window_start_tracks_consumed_samples() -> None:
+    rec = record(12.0)
+    w = Windower(CFG)
+    stream(w, rec, range(20))
+    assert w.next_window_start("bed-1") == 1000  # window 0 emitted, window 1 starts at 2 s (1000 samples)
+    assert w.next_window_start("nobody") is None
+
+
+def test_patient_change_resets_the_bed() -> None:
+    rec = record(12.0)
+    w = Windower(CFG)
+    stream(w, rec, range(5))
+    assert w.push(chunk(rec, 5, patient="p-2")).reset == "patient_change"
+
+
+@pytest.mark.parametrize("fs,n", [(360, 180), (250, 125)])
+def test_other_source_rates(fs: int, n: int) -> None:
+    rec = np.random.default_rng(1).normal(0, 0.2, (8, fs * 12)).astype(np.float32)
+    w = Windower(CFG)
+    wins = []
+    for s in range(rec.shape[1] // n):
+        wins += w.push(chunk(rec, s, fs=fs, n=n)).windows
+    assert wins and wins[0].signal.shape == (12, CFG.T)
