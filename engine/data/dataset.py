@@ -112,17 +112,117 @@ class MirageDataset(torch.utils.data.Dataset):
     is given). ``windows`` keeps the raw windows for augmentation.
     """
 
-    def __init__(self, items: Sequence[Item], cfg: MirageConfig, *, cache_dir: str | Path | None = None, progress: bool = True) -> None:
+    def __init__(self, windows: WindowSet, cfg: MirageConfig, inputs: ModelInputs | None = None, *, progress: bool = True) -> None:
         self.cfg = cfg
-        self.items = list(items)
-        cached = self._load_cache(cache_dir)
-        if cached is None:
-            self.windows = load_windows(self.items, cfg, progress=progress)
-            self.inputs = compute_inputs(self.windows, cfg, progress=progress)
-            self._save_cache(cache_dir)
-        else:
-            self.windows, self.inputs = cached
-        self.labels = self.windows.labels
+        self.windows = windows
+        self.items = windows.items
+        self.inputs = compute_inputs(windows, cfg, progress=progress) if inputs is None else inputs
+        self.labels = windows.labels
+
+    @classmethod
+    def from_items(cls, items: Sequence[Item], cfg: MirageConfig, *, cache_dir: str | Path | None = None, progress: bool = True) -> "MirageDataset":
+        """Read, condition and render ``items`` (or load them from the cache)."""
+        f = _cache_file(items, cfg, cache_dir)
+        cached = _load_cache(f, items)
+        if cached is not None:
+            return cls(cached[0], cfg, cached[1])
+        ds = cls(load_windows(items, cfg, progress=progress), cfg, progress=progress)
+        if f is not None:
+            _save_cache(f, ds.windows, ds.inputs)
+        return ds
+
+    @staticmethod
+    def concat(parts: Sequence["MirageDataset"]) -> "MirageDataset":
+        """One dataset holding ``parts`` in order (inputs are not recomputed)."""
+        cfg = parts[0].cfg
+        inputs = ModelInputs(*(np.concatenate([getattr(p.inputs, k) for p in parts]) for k in ("ecg", "image", "labs", "lab_mask")))
+        return MirageDataset(WindowSet.concat([p.windows for p in parts]), cfg, inputs)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def subset(self, idx: Sequence[int]) -> "WindowSet":
+        ix = np.asarray(idx, dtype=np.int64)
+        return WindowSet(self.windows[ix], self.labels[ix], self.labs[ix], self.lab_mask[ix], [self.items[i] for i in ix])
+
+    @staticmethod
+    def concat(parts: Sequence["WindowSet"]) -> "WindowSet":
+        return WindowSet(
+            np.concatenate([p.windows for p in parts]),
+            np.concatenate([p.labels for p in parts]),
+            np.concatenate([p.labs for p in parts]),
+            np.concatenate([p.lab_mask for p in parts]),
+            [it for p in parts for it in p.items],
+        )
+
+
+def cache_key(items: Sequence[Item], cfg: MirageConfig) -> str:
+    """A hash naming everything the cached arrays depend on."""
+    h = hashlib.sha256()
+    h.update(f"{cfg.fs}|{cfg.T}|{cfg.lab_dim}|{RENDERER_VERSION}|{PREPROCESSING_VERSION}".encode())
+    for it in items:
+        h.update(f"|{it.path.resolve()}@{it.offset_s:.3f}#{sorted(it.labs.items())}".encode())
+    return h.hexdigest()[:24]
+
+
+def load_windows(items: Sequence[Item], cfg: MirageConfig, *, progress: bool = True) -> WindowSet:
+    """Read one raw window per item (see :mod:`engine.data.wfdb_io` for the window rule)."""
+    n = len(items)
+    windows = np.empty((n, 12, cfg.T), dtype=np.float32)
+    labs = np.zeros((n, cfg.lab_dim), dtype=np.float32)
+    mask = np.zeros((n, cfg.lab_dim), dtype=np.float32)
+    for i, it in enumerate(tqdm(items, desc="reading records", unit="rec", disable=not progress, leave=False)):
+        windows[i] = load_window(it.path, cfg, it.offset_s)
+        labs[i], mask[i] = encode_labs(it.labs)
+    labels = np.asarray([it.label for it in items], dtype=np.int64)
+    return WindowSet(windows, labels, labs, mask, list(items))
+
+
+def compute_inputs(ws: WindowSet, cfg: MirageConfig, *, progress: bool = True) -> ModelInputs:
+    """Run the shared pipeline over every window, in chunks."""
+    parts: list[ModelInputs] = []
+    for s in tqdm(range(0, len(ws), _CHUNK), desc="rendering", unit="chunk", disable=not progress, leave=False):
+        parts.append(model_inputs(ws.windows[s : s + _CHUNK], cfg, ws.labs[s : s + _CHUNK], ws.lab_mask[s : s + _CHUNK]))
+    return ModelInputs(
+        ecg=np.concatenate([p.ecg for p in parts]),
+        image=np.concatenate([p.image for p in parts]),
+        labs=np.concatenate([p.labs for p in parts]),
+        lab_mask=np.concatenate([p.lab_mask for p in parts]),
+    )
+
+
+class MirageDataset(torch.utils.data.Dataset):
+    """A torch Dataset yielding ``(ecg, image, labs, lab_mask, label)`` float32/int64 tensors.
+
+    Inputs are precomputed once with the shared pipeline (and cached on disk when ``cache_dir``
+    is given). ``windows`` keeps the raw windows for augmentation.
+    """
+
+    def __init__(self, windows: WindowSet, cfg: MirageConfig, inputs: ModelInputs | None = None, *, progress: bool = True) -> None:
+        self.cfg = cfg
+        self.windows = windows
+        self.items = windows.items
+        self.inputs = compute_inputs(windows, cfg, progress=progress) if inputs is None else inputs
+        self.labels = windows.labels
+
+    @classmethod
+    def from_items(cls, items: Sequence[Item], cfg: MirageConfig, *, cache_dir: str | Path | None = None, progress: bool = True) -> "MirageDataset":
+        """Read, condition and render ``items`` (or load them from the cache)."""
+        f = _cache_file(items, cfg, cache_dir)
+        cached = _load_cache(f, items)
+        if cached is not None:
+            return cls(cached[0], cfg, cached[1])
+        ds = cls(load_windows(items, cfg, progress=progress), cfg, progress=progress)
+        if f is not None:
+            _save_cache(f, ds.windows, ds.inputs)
+        return ds
+
+    @staticmethod
+    def concat(parts: Sequence["MirageDataset"]) -> "MirageDataset":
+        """One dataset holding ``parts`` in order (inputs are not recomputed)."""
+        cfg = parts[0].cfg
+        inputs = ModelInputs(*(np.concatenate([getattr(p.inputs, k) for p in parts]) for k in ("ecg", "image", "labs", "lab_mask")))
+        return MirageDataset(WindowSet.concat([p.windows for p in parts]), cfg, inputs)
 
     def _cache_file(self, cache_dir: str | Path | None) -> Path | None:
         return None if cache_dir is None else Path(cache_dir) / f"inputs-{cache_key(self.items, self.cfg)}.npz"
@@ -181,6 +281,33 @@ class MirageDataset(torch.utils.data.Dataset):
 
 def _tensors(*arrays: np.ndarray) -> tuple[torch.Tensor, ...]:
     return tuple(torch.from_numpy(np.ascontiguousarray(a)) for a in arrays)
+
+
+def _cache_file(items: Sequence[Item], cfg: MirageConfig, cache_dir: str | Path | None) -> Path | None:
+    return None if cache_dir is None else Path(cache_dir) / f"inputs-{cache_key(items, cfg)}.npz"
+
+
+def _load_cache(f: Path | None, items: Sequence[Item]) -> tuple[WindowSet, ModelInputs] | None:
+    if f is None or not f.is_file():
+        return None
+    try:
+        z = np.load(f)
+        ws = WindowSet(z["windows"], z["labels"], z["labs"], z["lab_mask"], list(items))
+        inputs = ModelInputs(ecg=z["ecg"], image=z["image"], labs=z["labs"], lab_mask=z["lab_mask"])
+    except (OSError, KeyError, ValueError) as exc:
+        log.warning("ignoring unreadable cache %s: %s", f, exc)
+        return None
+    if len(ws.labels) != len(items):
+        return None
+    log.info("loaded %d cached inputs from %s", len(items), f)
+    return ws, inputs
+
+
+def _save_cache(f: Path, ws: WindowSet, inputs: ModelInputs) -> None:
+    f.parent.mkdir(parents=True, exist_ok=True)
+    tmp = f.with_name(f.stem + ".tmp.npz")
+    np.savez(tmp, windows=ws.windows, labels=ws.labels, labs=inputs.labs, lab_mask=inputs.lab_mask, ecg=inputs.ecg, image=inputs.image)
+    tmp.replace(f)
 
 
 def augment_windows(x: np.ndarray, fs: float, rng: np.random.Generator) -> np.ndarray:
