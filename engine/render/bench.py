@@ -75,7 +75,10 @@ def load_windows(n: int, data: Path | None, fs: float, window_s: float) -> tuple
         for head in sorted((data / "records500").rglob("*.hea"))[:n]:
             rec = read_record(head)
             windows.append(cut_window(to_model_rate(rec.signal, rec.fs, rec.leads, cfg), cfg.fs, cfg))
-        source = f"ptbxl:{data}"
+        if windows:
+            source = f"ptbxl:{data}"
+        else:
+            log.warning("no WFDB records under %s/records500; using synthetic windows", data)
     if not windows:
         from engine.render.validation import synthetic_window
 

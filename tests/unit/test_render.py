@@ -168,3 +168,57 @@ def test_synthetic_window_is_clean_and_shifted() -> None:
     up = synthetic_window(FS, st_shift_mv=0.1, st_leads=("V2",))
     diff = up - base
     assert diff[LEADS.index("V2")].max() == pytest.approx(0.1) and np.abs(np.delete(diff, LEADS.index("V2"), 0)).max() == 0
+
+
+def test_paper_png_is_a_png_and_is_written(tmp_path) -> None:
+    from engine.render import render_paper_png
+
+    x = synthetic_window(500.0, 10.0)
+    data = render_paper_png(x, 500.0, tmp_path / "page.png", title="synthetic")
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and (tmp_path / "page.png").read_bytes() == data
+    import matplotlib.image as mpimg
+
+    page = mpimg.imread(tmp_path / "page.png")
+    assert page.shape[1] > page.shape[0] > 600  # landscape page, ~6 px/mm
+    # Pink grid: a good share of reddish pixels, and black trace pixels.
+    rgb = page[..., :3]
+    assert ((rgb[..., 0] > 0.85) & (rgb[..., 1] < 0.8)).mean() > 0.05
+    assert (rgb.max(axis=-1) < 0.2).mean() > 0.002
+    with pytest.raises(SignalError):
+        render_paper_png(np.zeros((8, 100)), 500.0)
+
+
+def test_render_cli_writes_paper_and_model_image(tmp_path, capsys) -> None:
+    import json
+
+    import wfdb
+
+    from engine.render.cli import render_main
+
+    x = synthetic_window(500.0, 10.0)
+    names = ["I", "II", "V1", "V2", "V3", "V4", "V5", "V6"]  # the limb leads are derived
+    rows = x[[LEADS.index(n) for n in names]].T
+    wfdb.wrsamp("syn", fs=500, units=["mV"] * 8, sig_name=names, p_signal=rows, fmt=["16"] * 8, adc_gain=[1000.0] * 8, baseline=[0] * 8, write_dir=str(tmp_path))
+    out = tmp_path / "o" / "syn.png"
+    assert render_main([str(tmp_path / "syn"), "--out", str(out), "--preset", "tiny"]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["quality_flags"] == [] and report["evaluable"]
+    import matplotlib.image as mpimg
+
+    model = mpimg.imread(tmp_path / "o" / "syn.model.png")
+    assert model.shape[:2] == (224, 224)
+    assert out.read_bytes()[:4] == b"\x89PNG"
+    assert render_main([]) == 2
+
+
+def test_bench_render_prints_json_last(capsys) -> None:
+    import json
+
+    from engine.render.bench import bench_main
+
+    assert bench_main(["--n", "8", "--batch", "4", "--mpl-n", "2", "--repeat", "1", "--data", "/nonexistent"]) == 0
+    last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert last["data"] == "synthetic" and last["n"] == 8
+    assert last["images_per_s"] > 0 and last["matplotlib_images_per_s"] > 0
+    assert last["speedup"] == pytest.approx(last["images_per_s"] / last["matplotlib_images_per_s"], rel=0.01)
+    assert last["numpy_torch_max_abs_diff"] <= 1e-5
