@@ -1,0 +1,123 @@
+"""``mirage train`` and ``mirage evaluate``: the model room's door (see :mod:`mirage.cli`).
+
+Each function builds its own argparse parser, so ``mirage train --help`` explains the options.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shlex
+import sys
+from pathlib import Path
+
+from engine.errors import MirageError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CACHE = Path(".mirage/cache")
+
+
+def _folds(text: str) -> list[int]:
+    try:
+        return [int(t) for t in text.replace(" ", "").split(",") if t]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"folds must be comma-separated integers, got {text!r}") from None
+
+
+def train_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="mirage train",
+        description=(
+            "Train MIRAGE on a PTB-XL folder or a manifest dataset (see docs/DATA.md) and write a checkpoint "
+            "with its 90%%-specificity alarm threshold. Splits are patient-wise: PTB-XL strat_fold (default: "
+            "the two highest folds are validation and test), a manifest 'split' column, or a patient hash. "
+            "Progress is saved every epoch to CKPT.state; --resume continues an interrupted run."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--data", type=Path, help="PTB-XL folder (ptbxl_database.csv, scp_statements.csv, records500/) or manifest CSV/folder")
+    p.add_argument("--labs", type=Path, help="labs CSV for a manifest (default: labs.csv next to it)")
+    p.add_argument("--out", type=Path, required=True, help="checkpoint to write (.pt); training state goes to OUT.state")
+    p.add_argument("--preset", default="small", help="model preset: paper, default, small, tiny")
+    p.add_argument("--epochs", type=int, default=30, help="maximum epochs")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=5e-4, help="peak AdamW learning rate (warm-up then cosine)")
+    p.add_argument("--weight-decay", type=float, default=0.05)
+    p.add_argument("--patience", type=int, default=8, help="early stop after this many epochs without better validation AUROC")
+    p.add_argument("--seed", type=int, default=0, help="seeds python, numpy, torch and the splits of synthetic data")
+    p.add_argument("--val-fold", type=int, help="validation fold (datasets with folds)")
+    p.add_argument("--test-fold", type=int, help="held-out test fold (datasets with folds)")
+    p.add_argument("--synthetic", type=int, default=0, metavar="N", help="add N simulated patients (half MI) from simulators.ecg")
+    p.add_argument("--no-augment", action="store_true", help="turn off amplitude/shift/wander/noise augmentation")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="folder for cached rendered inputs ('' to disable)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT.state if it exists")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return p
+
+
+def train_main(argv: list[str]) -> int:
+    """``mirage train``: returns 0 on success, 2 on bad data or options."""
+    args = train_parser().parse_args(argv)
+    from engine.config import get_preset
+    from engine.train import TrainOptions
+    from engine.training_run import DataPlan, run_training
+
+    if args.data is None and args.synthetic <= 0:
+        print("mirage train: give --data DIR and/or --synthetic N", file=sys.stderr)
+        return 2
+    try:
+        cfg = get_preset(args.preset)
+        opts = TrainOptions(
+            epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, patience=args.patience,
+            seed=args.seed, augment=not args.no_augment, threads=args.threads, progress=not args.no_progress,
+        )
+        plan = DataPlan(data=args.data, labs=args.labs, val_fold=args.val_fold, test_fold=args.test_fold, synthetic=args.synthetic, cache_dir=args.cache if str(args.cache) else None)
+        summary = run_training(plan, cfg, opts, args.out, resume=args.resume, command="mirage train " + shlex.join(argv))
+    except MirageError as exc:
+        print(f"mirage train: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps({k: summary[k] for k in ("checkpoint", "sha256", "thresholds", "metrics", "seconds")}, indent=2, default=float))
+    return 0
+
+
+def evaluate_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="mirage evaluate",
+        description=(
+            "Evaluate a checkpoint on a labelled PTB-XL folder or manifest. Writes REPORT_DIR/report.json "
+            "(n_pos, n_neg, auroc, auprc, sens_at_spec90, spec_at_sens90, the checkpoint's threshold with the "
+            "sensitivity/specificity it gives, ECE), predictions.csv, roc.png, pr.png and reliability.png. "
+            "Positive = MI; negatives = every other labelled record, or only NORM with --negatives norm."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--checkpoint", type=Path, help="checkpoint (.pt); default: the shipped engine/checkpoints/mirage-default.pt")
+    p.add_argument("--data", type=Path, required=True, help="PTB-XL folder or manifest CSV/folder")
+    p.add_argument("--labs", type=Path, help="labs CSV for a manifest (default: labs.csv next to it)")
+    p.add_argument("--out", type=Path, required=True, help="report folder")
+    p.add_argument("--negatives", choices=("all", "norm"), default="all", help="which non-MI records count as negatives")
+    p.add_argument("--folds", type=_folds, help="comma-separated folds to evaluate, e.g. 9,10 (datasets with folds)")
+    p.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="folder for cached rendered inputs ('' to disable)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return p
+
+
+def evaluate_main(argv: list[str]) -> int:
+    """``mirage evaluate``: returns 0 on success, 2 on bad data, options or checkpoint."""
+    args = evaluate_parser().parse_args(argv)
+    from engine.evaluate import evaluate
+
+    try:
+        report = evaluate(
+            args.checkpoint, args.data, args.out, negatives=args.negatives, folds=args.folds, labs=args.labs,
+            cache_dir=args.cache if str(args.cache) else None, progress=not args.no_progress,
+        )
+    except MirageError as exc:
+        print(f"mirage evaluate: {exc}", file=sys.stderr)
+        return 2
+    keys = ("n_pos", "n_neg", "auroc", "auprc", "sens_at_spec90", "spec_at_sens90", "threshold", "sensitivity", "specificity", "ece")
+    print(json.dumps({k: report[k] for k in keys}, indent=2))
+    return 0
