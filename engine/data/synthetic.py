@@ -7,11 +7,12 @@ of the ST confounders: LBBB, early repolarisation, sinus tachycardia), with rand
 axis, amplitude and noise. Each record is generated at 500 Hz and mapped to the model rate with
 :func:`engine.pipeline.to_model_rate`, the path a recorded ECG takes.
 
-About half of the synthetic patients also carry a high-sensitivity troponin I result (LOINC
-89579-7): MI patients draw from a log-normal around 150 ng/L, others around 6 ng/L with one in
-eight above the 26 ng/L 99th percentile (myocarditis, renal failure, demand ischaemia), so
-troponin helps but never decides alone. Every synthetic patient is its own patient id, so patient
-splits stay valid.
+About half of the synthetic patients also carry a full lab panel at the time of the window, drawn
+with the simulator's own lab model (:class:`simulators.labs.LabPatient`: reference baselines plus
+Bateman release kinetics after the infarct onset), so an MI minutes old still has a normal
+troponin, as in the live demo. One in eight non-MI patients with labs has chronic kidney disease
+(troponin I 26-120 ng/L above the 99th percentile, creatinine x2-4), so troponin helps but never
+decides alone. Every synthetic patient is its own patient id, so patient splits stay valid.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from engine.labs import encode_labs
 from engine.pipeline import to_model_rate
 
 TROPONIN_I = "89579-7"
+CREATININE = "2160-0"
 _SOURCE_FS = 500.0
 
 
@@ -43,12 +45,16 @@ def simulator_available() -> bool:
     return True
 
 
-def _draw_troponin(rng: np.random.Generator, mi: bool) -> float:
-    if mi:
-        return float(min(5e4, math.exp(rng.normal(math.log(150.0), 1.0))))
-    if rng.random() < 0.125:
-        return float(rng.uniform(26.0, 120.0))
-    return float(math.exp(rng.normal(math.log(6.0), 0.6)))
+def _draw_panel(rng: np.random.Generator, mi_onset_s: float | None) -> dict[str, float]:
+    """A full lab panel at t = 0 (the window), canonical units keyed by LOINC."""
+    from simulators.labs import LabPatient
+
+    patient = LabPatient.draw(rng, mi_onset_s=mi_onset_s)
+    panel = {loinc: patient.true_value(loinc, 0.0) for loinc in patient.baseline}
+    if mi_onset_s is None and rng.random() < 0.125:  # chronic kidney disease: troponin up without MI
+        panel[TROPONIN_I] = float(rng.uniform(26.0, 120.0))
+        panel[CREATININE] = panel[CREATININE] * float(rng.uniform(2.0, 4.0))
+    return panel
 
 
 def synthetic_windows(n: int, cfg: MirageConfig, *, seed: int = 0, mi_fraction: float = 0.5, lab_fraction: float = 0.5) -> WindowSet:
@@ -88,7 +94,7 @@ def synthetic_windows(n: int, cfg: MirageConfig, *, seed: int = 0, mi_fraction: 
         windows[i] = cut_window(x, cfg.fs, cfg)
         lab_values: dict[str, float] = {}
         if rng.random() < lab_fraction:
-            lab_values[TROPONIN_I] = _draw_troponin(rng, is_mi)
+            lab_values = _draw_panel(rng, None if mi is None else mi.onset_s)
         labs[i], mask[i] = encode_labs(lab_values)
         items.append(Item(record_id=f"synthetic-{seed}-{i}", path=Path(f"synthetic/{seed}/{i}"), label=int(is_mi), patient_id=f"synthetic-{seed}-p{i}", labs=lab_values, source="synthetic"))
     labels = np.asarray([it.label for it in items], dtype=np.int64)
