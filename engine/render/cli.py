@@ -3,7 +3,8 @@
 Writes two PNGs: ``--out FILE.png`` is the ECG paper page (25 mm/s, 10 mm/mV, pink grid) and
 ``FILE.model.png`` the exact 224x224 model image of the same window after the shared pipeline
 (:func:`engine.pipeline.model_inputs`). ``--st-table`` prints the measured ST-shift table of the
-layouts instead (see ``docs/RENDERER.md``).
+layouts instead and ``--probe`` a linear-probe AUROC of both layouts on PTB-XL (see
+``docs/RENDERER.md``).
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", type=int, default=1, help="enlarge the model PNG by this integer factor for viewing (pixels are repeated)")
     p.add_argument("--title", default=None, help="title printed on the paper page (default: the record name)")
     p.add_argument("--st-table", action="store_true", help="print the measured ST-shift table (6x2 vs 3x4) and exit")
+    p.add_argument("--probe", type=Path, metavar="PTBXL_DIR", help="run the linear-probe AUROC of both layouts on a PTB-XL folder and exit")
+    p.add_argument("--pool", type=int, default=8, help="average-pooling factor of the image for --probe (default 8)")
     return p
 
 
@@ -46,6 +49,11 @@ def render_main(argv: list[str]) -> int:
         from engine.render.validation import format_table, st_shift_table
 
         print(format_table(st_shift_table()))
+        return 0
+    if args.probe:
+        from engine.render.probe import linear_probe
+
+        print(json.dumps(linear_probe(args.probe, pool=args.pool)))
         return 0
     if not args.record or not args.out:
         _parser().print_usage()

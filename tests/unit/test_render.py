@@ -222,3 +222,12 @@ def test_bench_render_prints_json_last(capsys) -> None:
     assert last["images_per_s"] > 0 and last["matplotlib_images_per_s"] > 0
     assert last["speedup"] == pytest.approx(last["images_per_s"] / last["matplotlib_images_per_s"], rel=0.01)
     assert last["numpy_torch_max_abs_diff"] <= 1e-5
+
+
+@pytest.mark.slow
+def test_linear_probe_runs_on_ptbxl(ptbxl_dir) -> None:
+    from engine.render.probe import linear_probe
+
+    res = linear_probe(ptbxl_dir, pool=8)
+    assert res["positives"] > 10 and res["n"] > res["positives"]
+    assert 0.0 <= res["auroc_6x2"] <= 1.0 and 0.0 <= res["auroc_3x4"] <= 1.0
