@@ -47,8 +47,8 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--weight-decay", type=float, default=0.05)
     p.add_argument("--patience", type=int, default=8, help="early stop after this many epochs without better validation AUROC")
     p.add_argument("--seed", type=int, default=0, help="seeds python, numpy, torch and the splits of synthetic data")
-    p.add_argument("--val-fold", type=int, help="validation fold (datasets with folds)")
-    p.add_argument("--test-fold", type=int, help="held-out test fold (datasets with folds)")
+    p.add_argument("--val-fold", type=_folds, help="validation fold(s), e.g. 7 or 6,7 (datasets with folds; default: second-highest fold)")
+    p.add_argument("--test-fold", type=_folds, help="held-out test fold(s) (datasets with folds; default: highest fold)")
     p.add_argument("--synthetic", type=int, default=0, metavar="N", help="add N simulated patients (half MI) from simulators.ecg")
     p.add_argument("--no-augment", action="store_true", help="turn off amplitude/shift/wander/noise augmentation")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
@@ -74,7 +74,7 @@ def train_main(argv: list[str]) -> int:
             epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, patience=args.patience,
             seed=args.seed, augment=not args.no_augment, threads=args.threads, progress=not args.no_progress,
         )
-        plan = DataPlan(data=args.data, labs=args.labs, val_fold=args.val_fold, test_fold=args.test_fold, synthetic=args.synthetic, cache_dir=args.cache if str(args.cache) else None)
+        plan = DataPlan(data=args.data, labs=args.labs, val_folds=tuple(args.val_fold or ()), test_folds=tuple(args.test_fold or ()), synthetic=args.synthetic, cache_dir=args.cache if str(args.cache) else None)
         summary = run_training(plan, cfg, opts, args.out, resume=args.resume, command="mirage train " + shlex.join(argv))
     except MirageError as exc:
         print(f"mirage train: {exc}", file=sys.stderr)

@@ -45,22 +45,22 @@ class DataPlan:
 
     data: Path | None
     labs: Path | None = None
-    val_fold: int | None = None
-    test_fold: int | None = None
+    val_folds: tuple[int, ...] | None = None
+    test_folds: tuple[int, ...] | None = None
     synthetic: int = 0
     cache_dir: Path | None = None
 
 
-def split_items(items: Sequence[Item], val_fold: int | None, test_fold: int | None, seed: int) -> tuple[list[Item], list[Item], list[Item], str]:
+def split_items(items: Sequence[Item], val_folds: Sequence[int] | None, test_folds: Sequence[int] | None, seed: int) -> tuple[list[Item], list[Item], list[Item], str]:
     """(train, val, test, description) following the module's split rules."""
     if all(it.fold is not None for it in items):
         folds = sorted({int(it.fold) for it in items if it.fold is not None})
-        if len(folds) < 3 and (val_fold is None or test_fold is None):
+        if len(folds) < 3 and (not val_folds or not test_folds):
             raise DatasetError(f"only folds {folds}: need at least 3 folds or explicit --val-fold/--test-fold")
-        vf = folds[-2] if val_fold is None else val_fold
-        tf = folds[-1] if test_fold is None else test_fold
-        train, val, test = split_by_folds(items, [vf], [tf])
-        return train, val, test, f"folds: val={vf} test={tf} train={[f for f in folds if f not in (vf, tf)]}"
+        vf = [folds[-2]] if not val_folds else list(val_folds)
+        tf = [folds[-1]] if not test_folds else list(test_folds)
+        train, val, test = split_by_folds(items, vf, tf)
+        return train, val, test, f"folds: val={vf} test={tf} train={[f for f in folds if f not in vf + tf]}"
     if all(it.split for it in items):
         groups = split_by_name(items)
         unknown = set(groups) - {"train", "val", "test"}
@@ -85,7 +85,7 @@ def build_datasets(plan: DataPlan, cfg: MirageConfig, seed: int, progress: bool 
     desc: dict[str, Any] = {}
     if plan.data is not None:
         items = load_items(plan.data, plan.labs)
-        train, val, test, how = split_items(items, plan.val_fold, plan.test_fold, seed)
+        train, val, test, how = split_items(items, plan.val_folds, plan.test_folds, seed)
         check_disjoint(train=train, val=val, test=test)
         desc["real"] = {"source": str(plan.data), "rule": how, **{k: dict(zip(("n_pos", "n_neg"), class_counts(v))) for k, v in (("train", train), ("val", val), ("test", test))}}
         for name, part in (("train", train), ("val", val), ("test", test)):

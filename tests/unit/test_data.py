@@ -236,3 +236,20 @@ def test_synthetic_windows() -> None:
     assert len({it.patient_id for it in ws.items}) == 12
     again = synthetic_windows(12, CFG, seed=3)
     assert np.array_equal(ws.windows, again.windows)
+
+
+def test_training_split_rules(ptbxl_dir: Path) -> None:
+    from engine.training_run import split_items
+
+    items = read_ptbxl(ptbxl_dir)
+    train, val, test, how = split_items(items, None, None, seed=0)
+    assert {it.fold for it in val} == {7} and {it.fold for it in test} == {8}  # the two highest folds
+    assert {it.fold for it in train} == set(range(1, 7)) and "val=[7]" in how
+    check_disjoint(train=train, val=val, test=test)
+    train, val, test, _ = split_items(items, [5, 6], [8], seed=0)
+    assert {it.fold for it in val} == {5, 6} and len(train) + len(val) + len(test) == len(items)
+    # no folds, no split column: patient hash
+    plain = [Item(f"r{i}", Path(f"x/{i}"), i % 2, f"p{i // 2}") for i in range(200)]
+    train, val, test, how = split_items(plain, None, None, seed=0)
+    assert "patient hash" in how
+    check_disjoint(train=train, val=val, test=test)
