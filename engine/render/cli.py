@@ -37,6 +37,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", type=int, default=1, help="enlarge the model PNG by this integer factor for viewing (pixels are repeated)")
     p.add_argument("--title", default=None, help="title printed on the paper page (default: the record name)")
     p.add_argument("--st-table", action="store_true", help="print the measured ST-shift table (6x2 vs 3x4) and exit")
+    p.add_argument("--st-plot", type=Path, metavar="FILE.png", help="with --st-table: also save the layouts and the table as a figure")
     p.add_argument("--probe", type=Path, metavar="PTBXL_DIR", help="run the linear-probe AUROC of both layouts on a PTB-XL folder and exit")
     p.add_argument("--pool", type=int, default=8, help="average-pooling factor of the image for --probe (default 8)")
     return p
@@ -46,9 +47,13 @@ def render_main(argv: list[str]) -> int:
     """Entry point of ``mirage render``; returns the exit status."""
     args = _parser().parse_args(argv)
     if args.st_table:
-        from engine.render.validation import format_table, st_shift_table
+        from engine.render.validation import format_table, plot_st_validation, st_shift_table
 
-        print(format_table(st_shift_table()))
+        rows = st_shift_table()
+        print(format_table(rows))
+        if args.st_plot:
+            plot_st_validation(str(args.st_plot), rows)
+            print(f"figure written to {args.st_plot}")
         return 0
     if args.probe:
         from engine.render.probe import linear_probe

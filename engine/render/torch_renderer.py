@@ -13,12 +13,12 @@ import torch
 from engine.render.geometry import CellGroup, check_batch, plan
 from engine.render.layout import DEFAULT_LAYOUT, Layout
 
-_DEVICE_PLANS: dict[tuple[int, str, int], list[dict[str, torch.Tensor | None]]] = {}
+_DEVICE_PLANS: dict[tuple[Layout, int, str], list[dict[str, torch.Tensor | None]]] = {}
 
 
 def _tensors(layout: Layout, T: int, device: torch.device) -> list[tuple[CellGroup, dict[str, torch.Tensor | None]]]:  # noqa: N803
     groups = plan(layout, T)
-    key = (id(groups), str(device), T)
+    key = (layout, T, str(device))
     if key not in _DEVICE_PLANS:
         _DEVICE_PLANS[key] = [
             {

@@ -115,3 +115,36 @@ def format_table(rows: list[StShiftRow]) -> str:
     for r in rows:
         lines.append(f"| {r.shift_mv:.2f} | {r.px_6x2:.2f} | {r.px_3x4:.2f} | {r.px_6x2 / r.px_3x4:.2f} |")
     return "\n".join(lines)
+
+
+def plot_st_validation(path: str, rows: list[StShiftRow] | None = None, fs: float = 100.0) -> None:
+    """Save a figure: the two layouts' images of an ST-elevated window and the measured shifts."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from engine.pipeline import condition_windows
+
+    rows = rows if rows is not None else st_shift_table()
+    x = condition_windows(synthetic_window(fs, st_shift_mv=0.2, st_leads=("V1", "V2", "V3", "V4"))[None], fs)
+    fig = Figure(figsize=(12, 4.2), dpi=110)
+    FigureCanvasAgg(fig)
+    for k, layout in enumerate((GRID_6X2, PAGE_3X4)):
+        ax = fig.add_subplot(1, 3, k + 1)
+        ax.imshow(render_batch(x, fs, layout=layout)[0, 0], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        ax.set_title(f"{layout.name}: {layout.mv_per_px:.2f} mV/px (0.2 mV ST up in V1-V4)", fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    ax = fig.add_subplot(1, 3, 3)
+    shifts = [r.shift_mv for r in rows]
+    ax.plot(shifts, [r.px_6x2 for r in rows], "o-", label="6x2 (MIRAGE)")
+    ax.plot(shifts, [r.px_3x4 for r in rows], "s-", label="3x4 page")
+    ax.set_xlabel("ST shift (mV)")
+    ax.set_ylabel("ST segment moves (px, vs TP)")
+    ax.set_title("measured after the pipeline band-pass, lead V2", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
