@@ -44,7 +44,7 @@ _LOGNORMAL = {TNI: (3.0, 0.93), TNT: (5.0, 0.44), CKMB: (1.5, 0.52), DDIMER: (25
 _NORMAL = {WBC: (7.0, 1.8), K: (4.2, 0.3)}
 # Peak of the infarct increment (lognormal median, log-sd) and kinetics (lag h, tau_in h, tau_out h).
 _PEAK = {TNI: (4000.0, 1.0), TNT: (1500.0, 1.0), CKMB: (60.0, 0.8), WBC: (4.0, 0.3)}
-_KINETICS = {TNI: (0.5, 5.0, 60.0), TNT: (0.5, 5.0, 60.0), CKMB: (1.0, 5.0, 14.0), WBC: (1.0, 4.0, 30.0)}
+KINETICS = {TNI: (0.5, 5.0, 60.0), TNT: (0.5, 5.0, 60.0), CKMB: (1.0, 5.0, 14.0), WBC: (1.0, 4.0, 30.0)}
 _CV = {TNI: 0.06, TNT: 0.06, CKMB: 0.07, DDIMER: 0.08, WBC: 0.03, K: 0.02, CREAT: 0.04}  # analytical CV
 
 
@@ -95,7 +95,7 @@ def hours_to_cross(loinc: str, baseline: float, peak: float, threshold: float) -
     """Hours after onset when ``baseline + peak * curve`` first exceeds ``threshold`` (None if never within 72 h)."""
     for i in range(0, 72 * 60):
         t = i / 60.0
-        if baseline + peak * bateman(t, *_KINETICS[loinc]) > threshold:
+        if baseline + peak * bateman(t, *KINETICS[loinc]) > threshold:
             return t
     return None
 
@@ -131,7 +131,7 @@ class LabPatient:
         """The noise-free concentration at ``t_s`` seconds from stream start (canonical unit)."""
         v = self.baseline[loinc]
         if self.mi_onset_s is not None and loinc in self.peak:
-            v += self.peak[loinc] * bateman((t_s - self.mi_onset_s) / 3600.0, *_KINETICS[loinc])
+            v += self.peak[loinc] * bateman((t_s - self.mi_onset_s) / 3600.0, *KINETICS[loinc])
         return v
 
 

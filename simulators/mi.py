@@ -82,7 +82,7 @@ def mi_stage(t_since_onset_s: float) -> MiStage:
         return MiStage(0.0, 0.0, 0.0, 0.0)
     hour = 3600.0
     hyper = (1.0 - math.exp(-t / 60.0)) * math.exp(-t / 2400.0)
-    st = (1.0 - math.exp(-t / 180.0)) * math.exp(-max(0.0, t - 12 * hour) / (36 * hour))
+    st = (1.0 - math.exp(-t / 180.0)) * math.exp(-max(0.0, t - 12 * hour) / (24 * hour))
     q = _logistic((t - 5 * hour) / (1.2 * hour))
     tinv = _logistic((t - 14 * hour) / (3 * hour))
     return MiStage(hyper, st, q, tinv)
@@ -102,7 +102,7 @@ def apply_mi(events: list[Event], mi: MiSpec, t_beat_s: float) -> list[Event]:
             toward = max(0.0, float(np.dot(e.vector, u)))
             e = replace(e, vector=tuple(np.asarray(e.vector) - 0.6 * stage.q * toward * u))
         if isinstance(e, Wave) and e.name == "T1":
-            boost = stage.hyperacute * 2.2 * a - stage.t_inversion * 1.6 * a
+            boost = stage.hyperacute * 2.2 * a - stage.t_inversion * 2.6 * a
             e = replace(e, vector=tuple(np.asarray(e.vector) + boost * u), sigma=e.sigma * (1.0 + 0.25 * stage.hyperacute))
         out.append(e)
     end = t_end(events)

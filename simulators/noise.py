@@ -140,6 +140,8 @@ class NoiseSource:
         """The next ``n`` samples of electrode noise, ``(9, n)`` mV."""
         t = (self.pos + np.arange(n)) / self.fs
         out = np.zeros((len(ELECTRODES), n))
+        if n == 0:
+            return out
         if self.spec.baseline_mv > 0:
             for k in range(3):
                 out += self._bw_a[k][:, None] * np.sin(2 * np.pi * self._bw_f[k][:, None] * t[None, :] + self._bw_p[k][:, None])
