@@ -1,0 +1,173 @@
+"""The real worker process against the real broker and Redis: chunks in -> alerts out.
+
+The model is a crafted predictor seam (loaded by the worker through ``--predictor``): the MI
+probability rises with the conditioned ECG's amplitude, and a present troponin lab (from the
+Redis lab cache) forces it high. Everything else is the production path: faust worker, decode,
+windower, lab cache via the labs topic, pipeline, policy, alert producer, dead letters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from engine.config import PRESETS
+from engine.labs import LAB_FEATURES
+from stream.processor import ModelInfo
+from stream.schema import Alert, EcgChunk, LabResult, encode_chunk
+from stream.settings import Settings
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+CFG = PRESETS["tiny"]
+FS = 500
+N = 500
+LEADS8 = ("I", "II", "V1", "V2", "V3", "V4", "V5", "V6")
+TNI = "89579-7"
+TNI_INDEX = [f.loinc for f in LAB_FEATURES].index(TNI)
+
+
+@dataclass
+class _Pred:
+    probs: np.ndarray
+    lead_weights: np.ndarray
+
+
+class LabAwareAmplitudePredictor:
+    """p = sigmoid(20 (rms - 0.3 mV)), or 0.97 when troponin is present in the lab inputs."""
+
+    name = "amplitude-test"
+    config = CFG
+    info = ModelInfo("amplitude-test", "0", "test-sha", 0.5, {"start": 0.5, "end": 0.3})
+
+    def predict(self, ecg, image, labs, lab_mask) -> _Pred:
+        rms = np.sqrt((ecg ** 2).mean(axis=2))
+        p = 1 / (1 + np.exp(-20 * (rms.mean(axis=1) - 0.3)))
+        p = np.where(lab_mask[:, TNI_INDEX] > 0, 0.97, p)
+        return _Pred(p.astype(np.float32), rms.astype(np.float32))
+
+
+def make_predictor(settings: Settings) -> LabAwareAmplitudePredictor:
+    return LabAwareAmplitudePredictor()
+
+
+def bed_record(amplitude: float, seconds: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(seconds * FS) / FS
+    x = amplitude * np.sin(2 * np.pi * 5 * t)[None, :] * np.linspace(0.5, 1.5, 8)[:, None]
+    return (x + rng.normal(0, 0.005, (8, t.size))).astype(np.float32)
+
+
+def chunk_bytes(bed: str, rec: np.ndarray, seq: int, t0: int) -> bytes:
+    return encode_chunk(EcgChunk(bed, f"pat-{bed}", seq, t0 + seq * 10**9, FS, LEADS8, rec[:, seq * N:(seq + 1) * N]))
+
+
+@pytest.fixture
+def stream_settings(services, unique) -> Settings:
+    from deploy.services import create_topics
+
+    s = Settings(bootstrap_servers=services.bootstrap, redis_url=services.redis_url, topic_chunks=f"chunks-{unique}",
+                 topic_labs=f"labs-{unique}", topic_alerts=f"alerts-{unique}", topic_deadletter=f"dl-{unique}",
+                 consumer_group=f"g-{unique}", max_batch=8, cooldown_s=0.0, lab_staleness_s=3600.0)
+    create_topics(services.bootstrap, {s.topic_chunks: 2, s.topic_labs: 1, s.topic_alerts: 1, s.topic_deadletter: 1})
+    return s
+
+
+async def _collect(settings: Settings, topic: str, until, timeout_s: float) -> list:
+    from stream.kafka import consumer
+
+    c = consumer(settings, topic, group_id=None, auto_offset_reset="earliest")
+    await c.start()
+    got: list = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline and not until(got):
+            for records in (await c.getmany(timeout_ms=200)).values():
+                got.extend(records)
+    finally:
+        await c.stop()
+    return got
+
+
+async def test_worker_end_to_end(stream_settings: Settings, tmp_path: Path) -> None:
+    import redis.asyncio as aioredis
+    from aiokafka import AIOKafkaProducer
+
+    from stream.demo import WorkerProcess
+    from stream.labcache import lab_key
+
+    s = stream_settings
+    here = Path(__file__).parent
+    worker = WorkerProcess(s, tmp_path / "w", predictor="test_worker:make_predictor",
+                           env={"PYTHONPATH": str(here)})
+    prod = AIOKafkaProducer(bootstrap_servers=s.bootstrap_servers, acks="all")
+    await prod.start()
+    r = aioredis.from_url(s.redis_url)
+    try:
+        await worker.wait_ready(90)
+        t0 = time.time_ns()
+        # 1. a troponin result for the patient in bed-lab arrives through the labs topic -> Redis
+        lab = LabResult("pat-bed-lab", TNI, 850.0, "ng/L", t0 - 600 * 10**9)
+        await prod.send_and_wait(s.topic_labs, lab.to_bytes(), key=b"pat-bed-lab")
+        deadline = time.monotonic() + 30
+        while not await r.hexists(lab_key("pat-bed-lab"), TNI):
+            assert time.monotonic() < deadline, "lab never reached Redis"
+            await asyncio.sleep(0.1)
+        # 2. three beds: loud ECG (MI by the crafted model), quiet ECG, quiet ECG + troponin
+        recs = {"bed-hi": bed_record(1.0, 14, 0), "bed-lo": bed_record(0.05, 14, 1), "bed-lab": bed_record(0.05, 14, 2)}
+        for seq in range(14):
+            for bed, rec in recs.items():
+                await prod.send(s.topic_chunks, chunk_bytes(bed, rec, seq, t0), key=bed.encode())
+            if seq == 5:  # 3. a poison message in the middle of the stream
+                await prod.send(s.topic_chunks, b"NOT AN ECG CHUNK", key=b"bed-hi")
+        await prod.flush()
+
+        def both_started(recs_: list) -> bool:
+            beds = {Alert.from_bytes(x.value).bed_id for x in recs_ if Alert.from_bytes(x.value).phase == "start"}
+            return {"bed-hi", "bed-lab"} <= beds
+
+        got = await _collect(s, s.topic_alerts, both_started, 60)
+        alerts = [Alert.from_bytes(x.value) for x in got]
+        starts = {a.bed_id: a for a in alerts if a.phase == "start"}
+        assert set(starts) == {"bed-hi", "bed-lab"}, [(a.bed_id, a.phase) for a in alerts]
+        assert all(x.key == a.bed_id.encode() for x, a in zip(got, alerts))
+        hi, withlab = starts["bed-hi"], starts["bed-lab"]
+        assert hi.model_name == "amplitude-test" and hi.checkpoint_sha == "test-sha" and hi.labs == []
+        assert hi.labs_available and len(hi.top_leads) == 3
+        assert [x["loinc"] for x in withlab.labs] == [TNI] and withlab.labs[0]["value"] == 850.0
+        assert 590 <= withlab.labs[0]["age_s"] <= 700
+        # the snapshot of the triggering window is in Redis when the renderer is available
+        try:
+            from engine.render import render_paper_png  # noqa: F401
+        except (ImportError, AttributeError):
+            pass
+        else:
+            png = await r.get(f"mirage:snapshot:{hi.alert_id}")
+            assert png is not None and png[:8] == b"\x89PNG\r\n\x1a\n"
+            assert 0 < await r.ttl(f"mirage:snapshot:{hi.alert_id}") <= 24 * 3600
+
+        dls = await _collect(s, s.topic_deadletter, lambda x: len(x) >= 1, 30)
+        assert len(dls) == 1 and dls[0].value == b"NOT AN ECG CHUNK" and dls[0].key == b"bed-hi"
+        headers = dict(dls[0].headers)
+        assert headers["mirage-reason"] == b"truncated" or headers["mirage-reason"] == b"bad_magic"
+        assert headers["mirage-source-topic"] == s.topic_chunks.encode() and headers["mirage-detail"]
+        # the worker kept going after the poison message: all 3 beds x 3 windows (0, 2, 4 s) were scored
+        deadline = time.monotonic() + 30
+        while json.loads(worker.stats.read_text()).get("windows", 0) < 9:
+            assert time.monotonic() < deadline, worker.stats.read_text()
+            await asyncio.sleep(0.2)
+        stats = json.loads(worker.stats.read_text())
+        assert stats["chunks"] == 3 * 14 + 1 and stats["deadletters"] == 1 and stats["windows"] == 9
+    finally:
+        await prod.stop()
+        await r.aclose()
+        code = await asyncio.to_thread(worker.stop)
+    assert code in (0, -15), (worker.logfile.read_text()[-3000:])
+    final = json.loads(worker.stats.read_text())
+    assert final["final"] is True

@@ -1,0 +1,134 @@
+"""StreamProcessor: chunks -> windows -> batches -> predictor (off the loop) -> policy -> alerts.
+
+The predictor here is a crafted, deterministic seam (the MI probability is a logistic function of
+the conditioned ECG's amplitude), so the expected alerts are known; everything else is the real
+code path (windower, pipeline.model_inputs, batcher, policy, alert building).
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+
+from engine.config import LEADS, PRESETS
+from stream.processor import ModelInfo, StreamProcessor, policy_config
+from stream.schema import Alert, EcgChunk
+from stream.settings import Settings
+
+CFG = PRESETS["tiny"]
+FS = 500
+N = 500  # 1 s chunks
+T0 = 1_700_000_000 * 10**9
+LEADS8 = ("I", "II", "V1", "V2", "V3", "V4", "V5", "V6")
+
+
+@dataclass
+class Pred:
+    probs: np.ndarray
+    lead_weights: np.ndarray
+
+
+class AmplitudePredictor:
+    """p = sigmoid(20 * (rms - 0.3 mV)); lead weights = per-lead rms. Records threads and batch sizes."""
+
+    name = "amplitude"
+    config = CFG
+
+    def __init__(self) -> None:
+        self.threads: set[str] = set()
+        self.batches: list[int] = []
+
+    def predict(self, ecg, image, labs, lab_mask) -> Pred:
+        assert ecg.shape[1:] == (12, CFG.T) and image.shape[1:] == (1, 224, 224)
+        self.threads.add(threading.current_thread().name)
+        self.batches.append(ecg.shape[0])
+        rms = np.sqrt((ecg ** 2).mean(axis=2))  # (B, 12)
+        p = 1 / (1 + np.exp(-20 * (rms.mean(axis=1) - 0.3)))
+        return Pred(p.astype(np.float32), rms.astype(np.float32))
+
+
+def bed_record(amplitude: float, seconds: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(seconds * FS) / FS
+    x = amplitude * np.sin(2 * np.pi * 5 * t)[None, :] * np.linspace(0.5, 1.5, 8)[:, None]
+    return (x + rng.normal(0, 0.005, (8, t.size))).astype(np.float32)
+
+
+def chunks(bed: str, rec: np.ndarray, seqs, eos_at: int | None = None) -> list[EcgChunk]:
+    return [EcgChunk(bed, f"pat-{bed}", s, T0 + s * 10**9, FS, LEADS8, rec[:, s * N:(s + 1) * N], s == eos_at) for s in seqs]
+
+
+def settings(**kw) -> Settings:
+    base = dict(threshold_start=0.5, threshold_end=0.3, k_of_n_k=2, k_of_n_n=3, max_batch=4, cooldown_s=0.0)
+    base.update(kw)
+    return Settings(**base)
+
+
+INFO = ModelInfo("mirage-tiny", "0.1.0", "abc123", threshold=0.5)
+
+
+async def test_high_amplitude_bed_alerts_low_one_does_not() -> None:
+    pred = AmplitudePredictor()
+    proc = StreamProcessor(pred, INFO, settings())
+    hi, lo = bed_record(1.0, 16, 0), bed_record(0.05, 16, 1)
+    items = []
+    for a, b in zip(chunks("bed-hi", hi, range(16)), chunks("bed-lo", lo, range(16))):
+        items += [(a, ("hi", a.seq)), (b, ("lo", b.seq))]
+    res = await proc.process(items)
+    assert len(res.scored) == 2 * 4  # windows at 0, 2, 4, 6 s per bed
+    alerts: list[Alert] = res.alerts
+    assert [(a.bed_id, a.phase, a.window_seq) for a in alerts] == [("bed-hi", "start", 1)]
+    a = alerts[0]
+    assert a.model_name == "mirage-tiny" and a.checkpoint_sha == "abc123" and a.probability > 0.9
+    assert len(a.top_leads) == 3 and set(a.top_leads) <= set(LEADS)
+    assert a.labs_available and a.labs == [] and a.threshold_start == 0.5
+    assert Alert.from_bytes(a.to_bytes()) == a
+    # the model ran in the executor thread, batches never above max_batch
+    assert pred.threads == {"mirage-model_0"} and max(pred.batches) <= 4 and sum(pred.batches) == 8
+    proc.close()
+
+
+async def test_tokens_are_released_only_when_their_samples_are_consumed() -> None:
+    proc = StreamProcessor(AmplitudePredictor(), INFO, settings())
+    rec = bed_record(0.05, 20, 2)
+    cs = chunks("b", rec, range(20))
+    res = await proc.process([(c, c.seq) for c in cs[:9]])
+    assert res.release == [] and res.scored == []  # no window yet: nothing may be acked
+    res = await proc.process([(cs[9], 9)])
+    assert len(res.scored) == 1
+    assert res.release == [0, 1]  # the next window starts at 2 s: chunks 0-1 are fully consumed
+    res = await proc.process([(c, c.seq) for c in cs[10:14]])
+    assert res.release == [2, 3, 4, 5]
+    dup = await proc.process([(cs[13], "dup")])
+    assert dup.release == ["dup"] and dup.dropped == {"duplicate": 1}
+
+
+async def test_end_of_stream_ends_the_episode_and_releases_everything() -> None:
+    proc = StreamProcessor(AmplitudePredictor(), INFO, settings())
+    rec = bed_record(1.0, 14, 3)
+    cs = chunks("b", rec, range(14), eos_at=13)
+    res = await proc.process([(c, c.seq) for c in cs])
+    assert [a.phase for a in res.alerts] == ["start", "end"]
+    assert res.alerts[0].alert_id == res.alerts[1].alert_id
+    assert sorted(res.release) == list(range(14))
+
+
+async def test_same_input_gives_same_alert_ids_after_a_restart() -> None:
+    rec = np.concatenate([bed_record(0.05, 12, 4), bed_record(1.0, 10, 5)], axis=1)  # quiet 12 s, then loud
+    cs = chunks("b", rec, range(22))
+    first = await StreamProcessor(AmplitudePredictor(), INFO, settings()).process([(c, 0) for c in cs])
+    # a restarted worker re-reads from the committed offset (chunk 3 here) with fresh state
+    again = await StreamProcessor(AmplitudePredictor(), INFO, settings()).process([(c, 0) for c in cs[3:]])
+    starts = [(a.window_seq, a.alert_id) for a in first.alerts if a.phase == "start"]
+    assert len(starts) == 1 and starts[0][0] > 2
+    assert [(a.window_seq, a.alert_id) for a in again.alerts if a.phase == "start"] == starts
+
+
+def test_thresholds_come_from_settings_else_checkpoint() -> None:
+    info = ModelInfo("m", "1", "sha", threshold=0.42, thresholds={"end": 0.2})
+    pc = policy_config(Settings(), info)
+    assert (pc.threshold_start, pc.threshold_end) == (0.42, 0.2)
+    pc = policy_config(Settings(threshold_start=0.7, threshold_end=0.5), info)
+    assert (pc.threshold_start, pc.threshold_end) == (0.7, 0.5)
