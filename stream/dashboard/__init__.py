@@ -1,0 +1,1 @@
+"""Nursing dashboard: live ward view of MIRAGE alerts with acknowledgement (``mirage dashboard``)."""
