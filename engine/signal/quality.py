@@ -10,7 +10,8 @@ simple, explainable and computed on the raw window (before conditioning):
   or a stuck amplifier).
 * ``saturated:L`` - lead L reaches the amplifier rail (``|x| >= rail_mv``), sits on its own
   extreme value (within ``saturated_tol_mv``) for ``saturated_run_s`` or longer, or shows flat-topped plateaus (2+ identical
-  samples at the extreme) in ``saturated_plateaus`` or more places (clipped R or S waves).
+  samples at the extreme) in ``saturated_plateaus`` or more places (clipped R or S waves); the
+  plateau rules apply only to an extreme at least half the lead's range away from its median.
 * ``noisy:L`` - broadband noise (muscle, mains, electrode motion): the robust standard deviation
   of the second difference, ``1.4826 * MAD / sqrt(6)`` (exact for white noise), above
   ``noise_mv``. The ECG itself barely contributes: its second difference is small except in
@@ -92,7 +93,12 @@ def lead_flags(x: np.ndarray, fs: float, name: str, th: QualityThresholds = DEFA
         return flags
     vmin, vmax = float(v.min()), float(v.max())
     span = vmax - vmin
-    clipped = span >= th.saturated_min_range_mv and (_clipped(v, vmax, fs, th) or _clipped(v, vmin, fs, th))
+    # A rail is the lead's dominant excursion: an extreme close to the median (a rounded trough
+    # that happens to repeat a quantised value) is not clipping.
+    med = float(np.median(v))
+    clipped = span >= th.saturated_min_range_mv and any(
+        abs(ext - med) >= 0.5 * span and _clipped(v, ext, fs, th) for ext in (vmax, vmin)
+    )
     if max(abs(vmin), abs(vmax)) >= th.rail_mv or clipped:
         flags.append(f"saturated:{name}")
     d2 = np.diff(v, n=2)
