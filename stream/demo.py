@@ -215,6 +215,7 @@ async def _demo(settings: Settings, workdir: Path, *, duration_s: float, speed: 
         "false_positive_beds": sorted(set(beds_alerted) - set(beds_with_mi)),
         "p50_latency_ms": stats.get("p50_latency_ms"),
         "p99_latency_ms": stats.get("p99_latency_ms"),
+        "p50_consume_lag_ms": stats.get("p50_consume_lag_ms"),
         "deadletters": int(stats.get("deadletters") or 0),
         "replay_s": round(result.seconds, 2),
         "wall_s": round(time.monotonic() - t0, 2),

@@ -70,7 +70,10 @@ class Scored:
 
     window: EcgWindow
     probability: float
-    latency_s: float  # chunk arrival -> outputs ready
+
+    def latency_s(self, done_ns: int) -> float:
+        """Seconds from the arrival of the chunk that completed the window to ``done_ns``."""
+        return max(0.0, (done_ns - self.window.last_arrival_ns) / 1e9) if self.window.last_arrival_ns else 0.0
 
 
 @dataclass
@@ -81,6 +84,7 @@ class ProcessResult:
     release: list[Any] = field(default_factory=list)
     scored: list[Scored] = field(default_factory=list)
     dropped: dict[str, int] = field(default_factory=dict)
+    snapshots: list[tuple[str, EcgWindow]] = field(default_factory=list)  # (alert_id, window) of episode starts
 
 
 def policy_config(settings: Settings, info: ModelInfo) -> PolicyConfig:
@@ -115,6 +119,8 @@ class StreamProcessor:
         self.settings = settings
         self.labcache = labcache
         self.executor = executor or ThreadPoolExecutor(max_workers=1, thread_name_prefix="mirage-model")
+        # Snapshots get their own thread: drawing ECG paper must not queue in front of the model.
+        self.snapshot_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mirage-snapshot")
         self.snapshot = snapshot
         self.clock = clock or time.time_ns
         self.metrics = metrics
@@ -203,21 +209,14 @@ class StreamProcessor:
         infer_s = time.perf_counter() - t0
         if self.metrics is not None:
             self.metrics.observe_batch(len(batch), infer_s)
-        snapshots: list[tuple[str, EcgWindow]] = []
         for i, w in enumerate(batch):
             self._last_window[w.bed_id] = w
             for ev in self.policy.update(w.bed_id, w.patient_id, float(probs[i]), w.seq, w.end_ns):
                 alert = self._alert(ev, w, float(probs[i]), lead_w[i], labs[i])
                 result.alerts.append(alert)
                 if ev.phase == "start":
-                    snapshots.append((ev.alert_id, w))
-        if self.snapshot is not None and self.labcache is not None:
-            for alert_id, w in snapshots:
-                await self._store_snapshot(alert_id, w)
-        done = self.clock()
-        for i, w in enumerate(batch):
-            lat = max(0.0, (done - w.last_arrival_ns) / 1e9) if w.last_arrival_ns else 0.0
-            result.scored.append(Scored(w, float(probs[i]), lat))
+                    result.snapshots.append((ev.alert_id, w))
+            result.scored.append(Scored(w, float(probs[i])))
         self.windows_scored += len(batch)
 
     def _infer(self, batch: list[EcgWindow], labs: list[PatientLabs]) -> tuple[np.ndarray, np.ndarray]:
@@ -230,13 +229,41 @@ class StreamProcessor:
         lead_w = np.asarray(pred.lead_weights, dtype=np.float64).reshape(len(batch), -1)
         return probs, lead_w
 
-    async def _store_snapshot(self, alert_id: str, w: EcgWindow) -> None:
+    async def store_snapshots(self, snapshots: list[tuple[str, EcgWindow]]) -> int:
+        """Draw each episode-start window on ECG paper and store it in Redis; returns how many were stored.
+
+        Called by the worker *after* the alerts are produced: a snapshot is for people looking
+        at the dashboard, it must not delay the alert itself.
+        """
+        if self.snapshot is None or self.labcache is None:
+            return 0
+        stored = 0
+        for alert_id, w in snapshots:
+            stored += await self._store_snapshot(alert_id, w)
+        return stored
+
+    def warmup(self) -> None:
+        """Run the pipeline and the model once on a blank window (first-batch latency, lazy imports)."""
+        from stream.labcache import empty_labs as _empty
+
+        blank = EcgWindow("warmup", "warmup", 0, 0, 0, np.zeros((len(LEADS), self.cfg.T), np.float32))
+        self._infer([blank], [_empty()])
+        if self.snapshot is not None:
+            try:
+                self.snapshot(blank)
+            except Exception as exc:
+                log.warning("ECG-paper snapshot renderer failed on warm-up (%s): snapshots disabled", exc)
+                self.snapshot = None
+
+    async def _store_snapshot(self, alert_id: str, w: EcgWindow) -> bool:
         try:
             loop = asyncio.get_running_loop()
-            png = await loop.run_in_executor(self.executor, self.snapshot, w)
+            png = await loop.run_in_executor(self.snapshot_executor, self.snapshot, w)
             await self.labcache.store_snapshot(alert_id, png)  # type: ignore[union-attr]
+            return True
         except Exception as exc:  # a snapshot is a convenience: never lose the alert over it
             log.warning("could not store snapshot for alert %s: %s", alert_id, exc)
+            return False
 
     # -- alerts --------------------------------------------------------------------------------
     def _alert(self, ev: PolicyEvent, w: EcgWindow, p: float | None, lead_w: np.ndarray | None, labs: PatientLabs) -> Alert:
@@ -270,6 +297,7 @@ class StreamProcessor:
 
     def close(self) -> None:
         self.executor.shutdown(wait=True)
+        self.snapshot_executor.shutdown(wait=True)
 
 
 def window_key(w: EcgWindow) -> Hashable:

@@ -94,7 +94,9 @@ class StreamWorker:
         self.assigned = False
         self.counts: dict[str, int] = {"chunks": 0, "labs": 0, "alerts": 0, "deadletters": 0, "windows": 0, "batches": 0}
         self.latencies_ms: list[float] = []
+        self.consume_lag_ms: list[float] = []  # broker timestamp -> the agent has the chunk
         self.bed_partition: dict[str, Any] = {}
+        self._background: set[asyncio.Future] = set()
         self.app = self._build_app()
 
     # -- resources -------------------------------------------------------------------------------
@@ -106,6 +108,7 @@ class StreamWorker:
                 return
             prod = make_producer(self.settings)
             await prod.start()
+            await asyncio.get_running_loop().run_in_executor(self.processor.executor, self.processor.warmup)
             self.deadletters = DeadLetterSink(prod, self.settings.topic_deadletter, self.metrics)
             if self.settings.metrics_port:
                 self.metrics_server = MetricsServer(self.metrics, self.health, self.settings.metrics_host, self.settings.metrics_port)
@@ -113,6 +116,8 @@ class StreamWorker:
             self.producer = prod
 
     async def _stop_resources(self) -> None:
+        if self._background:
+            await asyncio.wait(list(self._background), timeout=10)
         self.write_stats(final=True)
         if self.metrics_server is not None:
             await self.metrics_server.stop()
@@ -178,6 +183,7 @@ class StreamWorker:
         """Decode, process, produce outputs, then ack what is safe to ack."""
         s = self.settings
         items: list[tuple[Any, Any, int | None]] = []
+        now_ns = time.time_ns()
         for ev in events:
             msg = ev.message
             try:
@@ -189,7 +195,10 @@ class StreamWorker:
                 continue
             self.bed_partition[chunk.bed_id] = msg.tp
             ts = getattr(msg, "timestamp", None)
-            items.append((chunk, ev, int(ts * 1e9) if ts else None))
+            ts_ns = int(ts * 1e9) if ts else None
+            if ts_ns and len(self.consume_lag_ms) < MAX_LATENCY_SAMPLES:
+                self.consume_lag_ms.append((now_ns - ts_ns) / 1e6)
+            items.append((chunk, ev, ts_ns))
         self.counts["chunks"] += len(events)
         result = await self.processor.process(items)
         for reason, n in result.dropped.items():
@@ -199,14 +208,21 @@ class StreamWorker:
             futures = [await self.producer.send(s.topic_alerts, value=a.to_bytes(), key=a.bed_id.encode("utf-8"))
                        for a in result.alerts]
             await asyncio.gather(*futures)  # broker acknowledged every alert (acks=all)
-            for a in result.alerts:
-                self.metrics.alerts.labels(type=a.alert_type, phase=a.phase).inc()
-                log.info("alert %s %s level=%d p=%s", a.phase, a.alert_id, a.level, a.probability)
-            self.counts["alerts"] += len(result.alerts)
+        done_ns = time.time_ns()  # outputs of every window in this batch are produced
         for sc in result.scored:
-            self.metrics.e2e.observe(sc.latency_s)
+            lat = sc.latency_s(done_ns)
+            self.metrics.e2e.observe(lat)
             if len(self.latencies_ms) < MAX_LATENCY_SAMPLES:
-                self.latencies_ms.append(sc.latency_s * 1000.0)
+                self.latencies_ms.append(lat * 1000.0)
+        for a in result.alerts:
+            self.metrics.alerts.labels(type=a.alert_type, phase=a.phase).inc()
+            log.info("alert %s %s level=%d p=%s", a.phase, a.alert_id, a.level, a.probability)
+        self.counts["alerts"] += len(result.alerts)
+        if result.snapshots:
+            # Drawn in the background: people look at snapshots, the next batch must not wait for them.
+            task = asyncio.ensure_future(self._snapshots(result.snapshots))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
         if result.scored:
             self.counts["windows"] += len(result.scored)
             self.counts["batches"] += 1
@@ -214,6 +230,10 @@ class StreamWorker:
             token.ack()
         self.metrics.progress()
         return result
+
+    async def _snapshots(self, snapshots: list[Any]) -> None:
+        if await self.processor.store_snapshots(snapshots) < len(snapshots):
+            self.metrics.redis_errors.inc()
 
     async def handle_lab_events(self, events: list[Any]) -> None:
         for ev in events:
@@ -238,7 +258,8 @@ class StreamWorker:
         letter = DeadLetter(key=msg.key if isinstance(msg.key, (bytes, type(None))) else None, value=bytes(value),
                             reason=reason, detail=detail, source_topic=msg.topic, source_partition=msg.partition,
                             source_offset=msg.offset)
-        assert self.deadletters is not None  # started by _ensure_started before any event is handled
+        if self.deadletters is None:  # _ensure_started runs before any event is handled
+            raise RuntimeError("dead-letter sink used before the worker started")
         await self.deadletters.send(letter)
         self.counts["deadletters"] += 1
 
@@ -247,12 +268,14 @@ class StreamWorker:
         if self.stats_path is None:
             return
         lat = sorted(self.latencies_ms)
+        lag = sorted(self.consume_lag_ms)
 
-        def q(p: float) -> float | None:
-            return round(lat[min(len(lat) - 1, int(p * len(lat)))], 2) if lat else None
+        def q(p: float, xs: list[float] = lat) -> float | None:
+            return round(xs[min(len(xs) - 1, int(p * len(xs)))], 2) if xs else None
 
         data = {"ready": self.assigned, "final": final, "pid": os.getpid(), **self.counts,
                 "p50_latency_ms": q(0.50), "p99_latency_ms": q(0.99), "latency_samples": len(lat),
+                "p50_consume_lag_ms": q(0.5, lag), "p99_consume_lag_ms": q(0.99, lag),
                 "windower": dict(self.processor.windower.counts), "redis_errors": self.labcache.errors}
         tmp = self.stats_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(data))
