@@ -141,6 +141,7 @@ class EcgGenerator:
         self.noise = NoiseSource(spec.noise, fs, duration_s, seed, resp_hz=heart.resp_hz)
         self.n_total = int(round(duration_s * fs))
         self.pos = 0
+        self._events: dict[int, tuple[list, float, float]] = {}  # beat -> (events, support); a beat spans blocks
 
     def beat_events(self, k: int) -> list:
         """The P-QRS-T events of beat ``k`` with infarct, confounders, respiration and anatomy applied."""
@@ -164,12 +165,16 @@ class EcgGenerator:
             t_r = float(self.r_times[k])
             if t_r - 1.0 > hi_t:
                 break
-            events = self.beat_events(k)
-            a, b = support(events)
+            if k not in self._events:
+                ev = self.beat_events(k)
+                self._events[k] = (ev, *support(ev))
+            events, a, b = self._events[k]
             i0 = int(np.searchsorted(t, t_r + a))
             i1 = int(np.searchsorted(t, t_r + b, side="right"))
             if i1 > i0:
                 vcg[:, i0:i1] += render_events(events, t[i0:i1] - t_r, self._sigma_aa)
+        for k in [k for k in self._events if k < first]:
+            del self._events[k]
         return vcg
 
     def read(self, n: int) -> np.ndarray:

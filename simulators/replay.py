@@ -207,9 +207,11 @@ async def replay(source: str | Path | Scenario, settings: Settings, *, speed: fl
             for f in done:
                 f.result()  # raise a send failure here, not later
 
+    ahead: asyncio.Future | None = None
     try:
         k = 0
-        while not plan.done:
+        ahead = asyncio.ensure_future(asyncio.to_thread(plan.tick, 0))  # build tick k+1 while tick k is sent
+        while ahead is not None:
             if stop is not None and stop.is_set():
                 interrupted = True
                 break
@@ -226,7 +228,8 @@ async def replay(source: str | Path | Scenario, settings: Settings, *, speed: fl
                             pass
                     else:
                         await asyncio.sleep(delay)
-            msgs = await asyncio.to_thread(plan.tick, k)
+            msgs = await ahead
+            ahead = None if plan.done else asyncio.ensure_future(asyncio.to_thread(plan.tick, k + 1))
             for m in msgs:
                 topic = settings.topic_chunks if m.kind == "chunk" else settings.topic_labs
                 pending.add(await producer.send(topic, m.value, key=m.key))
@@ -244,6 +247,8 @@ async def replay(source: str | Path | Scenario, settings: Settings, *, speed: fl
         await settle(0)
         await producer.flush()
     finally:
+        if ahead is not None:  # interrupted: let the tick being built finish (it runs in a thread)
+            await asyncio.gather(ahead, return_exceptions=True)
         if bar is not None:
             bar.close()
         if own:
