@@ -27,7 +27,7 @@ from aiokafka import AIOKafkaConsumer
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from stream.errors import WireError
-from stream.hl7.mllp import MllpClient, MllpError, Outbox, backoff_s
+from stream.hl7.mllp import MllpClient, MllpError, Outbox, OutboxItem, backoff_s
 from stream.hl7.pcd04 import Endpoint, build_oru_r40
 from stream.schema import Alert
 from stream.settings import Settings
@@ -91,7 +91,7 @@ class Hl7Bridge:
             self.metrics.invalid.inc()
             log.error("alert event could not be turned into HL7 (%s): not forwarded", exc.reason)
             return False
-        added = self.outbox.add(alert.event_id, message)
+        added = self.outbox.add(alert.event_id, message, lane=alert.bed_id)
         if added:
             self._wake.set()
         self.metrics.pending.set(self.outbox.pending_count())
@@ -118,31 +118,36 @@ class Hl7Bridge:
 
     # -- sender ----------------------------------------------------------------------------------
     async def send_due(self) -> int:
-        """One sweep over due messages, oldest first; stops at the first failure. Returns sent count."""
+        """One sweep over due messages, oldest first per bed. A rejected message holds back the
+        later ones of its bed until its retry; a transport failure ends the sweep. Returns sent count."""
         n = 0
+        held: set[str] = set()
         for item in self.outbox.due():
-            reason = ""
+            if item.lane in held:
+                continue
             try:
                 ack = await self.client.send(item.message)
             except MllpError as exc:
-                reason, detail = "transport", str(exc)
+                self._failed(item, "transport", str(exc))
+                break
+            if ack.accepted:
+                self.outbox.done(item.event_id, ack.code)
+                self.metrics.sent.inc()
+                n += 1
             else:
-                if ack.accepted:
-                    self.outbox.done(item.event_id, ack.code)
-                    self.metrics.sent.inc()
-                    n += 1
-                    continue
-                reason, detail = "rejected", f"MSA-1 {ack.code} {ack.text[:120]}"
-            attempt = item.attempts + 1
-            delay = backoff_s(attempt, self.backoff_base_s, self.backoff_cap_s)
-            self.outbox.failed(item.event_id, detail, time.time() + delay)
-            self.metrics.failures.labels(reason).inc()
-            level = logging.ERROR if attempt >= self.alarm_after else logging.WARNING
-            log.log(level, "HL7 alert %s not delivered (attempt %d: %s); retry in %.1f s, %d waiting",
-                    item.event_id, attempt, detail, delay, self.outbox.pending_count())
-            break
+                self._failed(item, "rejected", f"MSA-1 {ack.code} {ack.text[:120]}")
+                held.add(item.lane)
         self.metrics.pending.set(self.outbox.pending_count())
         return n
+
+    def _failed(self, item: OutboxItem, reason: str, detail: str) -> None:
+        attempt = item.attempts + 1
+        delay = backoff_s(attempt, self.backoff_base_s, self.backoff_cap_s)
+        self.outbox.failed(item.event_id, detail, time.time() + delay)
+        self.metrics.failures.labels(reason).inc()
+        level = logging.ERROR if attempt >= self.alarm_after else logging.WARNING
+        log.log(level, "HL7 alert %s not delivered (attempt %d: %s); retry in %.1f s, %d waiting",
+                item.event_id, attempt, detail, delay, self.outbox.pending_count())
 
     async def _sender(self) -> None:
         while True:

@@ -110,6 +110,7 @@ class OutboxItem:
 
     event_id: str
     message: str
+    lane: str
     attempts: int
     next_try: float
     created: float
@@ -130,29 +131,49 @@ class Outbox:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute(
-            "CREATE TABLE IF NOT EXISTS outbox (event_id TEXT PRIMARY KEY, message TEXT NOT NULL, "
+            "CREATE TABLE IF NOT EXISTS outbox (event_id TEXT PRIMARY KEY, message TEXT NOT NULL, lane TEXT NOT NULL, "
             "created REAL NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, next_try REAL NOT NULL, "
             "last_error TEXT NOT NULL DEFAULT '', sent REAL, ack_code TEXT)")
-        self._db.execute("CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (sent, next_try)")
+        self._db.execute("CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (sent, created)")
 
-    def add(self, event_id: str, message: str, now: float | None = None) -> bool:
-        """Store a message; False if this event id is already stored (duplicate)."""
+    def add(self, event_id: str, message: str, lane: str = "", now: float | None = None) -> bool:
+        """Store a message; False if this event id is already stored (duplicate).
+
+        ``lane`` orders delivery: messages of one lane (a bed) go out in the order added.
+        """
         now = time.time() if now is None else now
-        cur = self._db.execute("INSERT OR IGNORE INTO outbox (event_id, message, created, next_try) VALUES (?,?,?,?)",
-                               (event_id, message, now, now))
+        cur = self._db.execute("INSERT OR IGNORE INTO outbox (event_id, message, lane, created, next_try) "
+                               "VALUES (?,?,?,?,?)", (event_id, message, lane, now, now))
         return cur.rowcount == 1
 
-    def due(self, now: float | None = None, limit: int = 100) -> list[OutboxItem]:
-        """Pending messages whose next try is due, oldest first (alerts go out in order)."""
-        now = time.time() if now is None else now
+    def pending(self, limit: int = 1000) -> list[OutboxItem]:
+        """Undelivered messages, oldest first."""
         rows = self._db.execute(
-            "SELECT event_id, message, attempts, next_try, created, last_error FROM outbox "
-            "WHERE sent IS NULL AND next_try <= ? ORDER BY created, rowid LIMIT ?", (now, limit)).fetchall()
+            "SELECT event_id, message, lane, attempts, next_try, created, last_error FROM outbox "
+            "WHERE sent IS NULL ORDER BY created, rowid LIMIT ?", (limit,)).fetchall()
         return [OutboxItem(*r) for r in rows]
 
-    def next_due(self) -> float | None:
-        row = self._db.execute("SELECT MIN(next_try) FROM outbox WHERE sent IS NULL").fetchone()
-        return None if row is None or row[0] is None else float(row[0])
+    def due(self, now: float | None = None, limit: int = 1000) -> list[OutboxItem]:
+        """Messages to send now: per lane, the oldest pending ones up to the first that is not yet due
+        (a later alert of a bed never overtakes an earlier one waiting for its retry)."""
+        now = time.time() if now is None else now
+        blocked: set[str] = set()
+        out: list[OutboxItem] = []
+        for item in self.pending(limit):
+            if item.lane in blocked:
+                continue
+            if item.next_try > now:
+                blocked.add(item.lane)
+                continue
+            out.append(item)
+        return out
+
+    def next_due(self, limit: int = 1000) -> float | None:
+        """When the earliest lane head becomes due (None when nothing is pending)."""
+        heads: dict[str, float] = {}
+        for item in self.pending(limit):
+            heads.setdefault(item.lane, item.next_try)
+        return min(heads.values()) if heads else None
 
     def done(self, event_id: str, ack_code: str, now: float | None = None) -> None:
         self._db.execute("UPDATE outbox SET sent=?, ack_code=?, attempts=attempts+1 WHERE event_id=?",

@@ -143,18 +143,22 @@ def test_backoff_grows_exponentially_and_is_capped() -> None:
 def test_outbox_is_durable_idempotent_and_ordered(tmp_path) -> None:
     path = tmp_path / "outbox.sqlite"
     box = Outbox(path)
-    assert box.add("e1", "m1", now=1.0)
-    assert box.add("e2", "m2", now=2.0)
-    assert not box.add("e1", "m1-again", now=3.0)
-    assert [i.event_id for i in box.due(now=5.0)] == ["e1", "e2"]
+    assert box.add("e1", "m1", lane="B1", now=1.0)
+    assert box.add("e2", "m2", lane="B1", now=2.0)
+    assert box.add("e3", "m3", lane="B2", now=3.0)
+    assert not box.add("e1", "m1-again", lane="B1", now=4.0)
+    assert [i.event_id for i in box.due(now=5.0)] == ["e1", "e2", "e3"]
     assert box.failed("e1", "refused", next_try=100.0) == 1
-    assert [i.event_id for i in box.due(now=5.0)] == ["e2"]
+    # e2 waits behind e1 (same bed); bed B2 is not held back
+    assert [i.event_id for i in box.due(now=5.0)] == ["e3"]
+    assert box.next_due() == 3.0
     box.close()
     box = Outbox(path)  # a restart keeps everything undelivered
-    assert box.pending_count() == 2
+    assert box.pending_count() == 3
     item = box.due(now=200.0)[0]
     assert item.event_id == "e1" and item.attempts == 1 and item.last_error == "refused" and item.message == "m1"
     box.done("e1", "AA")
-    assert box.pending_count() == 1 and box.sent_count() == 1
+    box.done("e3", "AA")
+    assert box.pending_count() == 1 and box.sent_count() == 2
     assert box.next_due() == 2.0
     box.close()

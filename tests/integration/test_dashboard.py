@@ -1,0 +1,185 @@
+"""Dashboard service against the real broker and Redis: auth, live SSE, acknowledge across
+instances through the acks topic, ECG snapshot from Redis, state rebuilt after a restart."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any, AsyncIterator
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestServer
+from aiokafka import AIOKafkaProducer
+
+from deploy.services import create_topics_async
+from stream.dashboard.app import create_app
+from stream.schema import Alert
+from stream.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+TOKEN = "ward-7-token-for-tests-0123456789"
+BEARER = {"Authorization": f"Bearer {TOKEN}"}
+S = 1_000_000_000
+
+
+def mi_start(bed: str, alert_id: str, *, level: int = 2, alert_type: str = "mi", kind: str = "mi_suspected") -> Alert:
+    t = time.time_ns()
+    return Alert(alert_id=alert_id, alert_type=alert_type, kind=kind, phase="start", bed_id=bed, patient_id="PSEUDO-9",
+                 probability=0.87 if alert_type == "mi" else None, threshold_start=0.5, threshold_end=0.3,
+                 window_start_ns=t - 10 * S, window_end_ns=t, window_seq=5, model_name="mirage", model_version="1",
+                 checkpoint_sha="abc", level=level,
+                 labs=[{"loinc": "89579-7", "name": "hs-troponin I", "value": 250.0, "unit": "ng/L", "age_s": 900}],
+                 quality_flags=["noisy:V1"], top_leads=["V2", "V3"], emitted_ns=t)
+
+
+async def publish(settings: Settings, *alerts: Alert) -> None:
+    prod = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers)
+    await prod.start()
+    try:
+        for a in alerts:
+            await prod.send_and_wait(settings.topic_alerts, a.to_bytes(), key=a.bed_id.encode())
+    finally:
+        await prod.stop()
+
+
+async def sse_events(resp: aiohttp.ClientResponse) -> AsyncIterator[tuple[str, Any]]:
+    event, data = "message", []
+    while True:
+        line = (await resp.content.readline()).decode()
+        if line == "":
+            return
+        line = line.rstrip("\n")
+        if line.startswith("event:"):
+            event = line[6:].strip()
+        elif line.startswith("data:"):
+            data.append(line[5:].strip())
+        elif line == "" and data:
+            yield event, json.loads("\n".join(data))
+            event, data = "message", []
+
+
+async def wait_bed(events: AsyncIterator[tuple[str, Any]], bed: str, state: str, timeout: float = 30.0) -> dict:
+    async def find() -> dict:
+        async for event, data in events:
+            views = data["beds"] if event == "snapshot" else [data] if event == "bed" else []
+            for v in views:
+                if v["bed_id"] == bed and v["state"] == state:
+                    return v
+        raise AssertionError("event stream closed")
+
+    return await asyncio.wait_for(find(), timeout)
+
+
+async def state_of(session: aiohttp.ClientSession, url: str, bed: str) -> str | None:
+    async with session.get(url + "/api/state", headers=BEARER) as r:
+        beds = {b["bed_id"]: b for b in (await r.json())["beds"]}
+    return beds[bed]["state"] if bed in beds else None
+
+
+async def until_state(session: aiohttp.ClientSession, url: str, bed: str, state: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while (got := await state_of(session, url, bed)) != state:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"bed {bed} is {got!r}, expected {state!r}")
+        await asyncio.sleep(0.1)
+
+
+@pytest.fixture
+def settings(services, unique) -> Settings:
+    return Settings(bootstrap_servers=services.bootstrap, redis_url=services.redis_url,
+                    topic_alerts=f"alerts-{unique}", topic_acks=f"acks-{unique}")
+
+
+async def test_nothing_is_served_without_the_token(settings: Settings) -> None:
+    await create_topics_async(settings.bootstrap_servers, {settings.topic_alerts: 1, settings.topic_acks: 1})
+    server = TestServer(create_app(settings, TOKEN))
+    await server.start_server()
+    url = str(server.make_url("")).rstrip("/")
+    try:
+        # unsafe=True: keep cookies for an IP-address host (127.0.0.1), as a browser does
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as s:
+            for path in ("/", "/static/app.js", "/static/app.css", "/api/state", "/api/events",
+                         "/api/snapshot/mi-x.png", "/static/../state.py"):
+                async with s.get(url + path, allow_redirects=False) as r:
+                    assert r.status == 401, path
+                    assert "ward" not in (await r.text()).lower() or path == "/"
+            async with s.get(url + "/", headers={"Authorization": "Bearer wrong-token-wrong-token"}) as r:
+                assert r.status == 401
+            async with s.post(url + "/api/ack", json={"alert_id": "x"}) as r:
+                assert r.status == 401
+            async with s.get(url + "/", headers={"Accept": "text/html"}, allow_redirects=False) as r:
+                assert r.status == 302 and r.headers["Location"] == "/login"
+            async with s.get(url + "/login") as r:
+                assert r.status == 200 and 'type="password"' in await r.text()
+            async with s.post(url + "/login", data={"token": "nope"}, allow_redirects=False) as r:
+                assert r.status == 401 and "mirage_session" not in r.cookies
+            async with s.post(url + "/login", data={"token": TOKEN}, allow_redirects=False) as r:
+                assert r.status == 303
+                cookie = r.headers["Set-Cookie"]
+                assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and TOKEN not in cookie
+            async with s.get(url + "/static/app.js") as r:  # the session cookie now opens everything
+                assert r.status == 200 and "EventSource" in await r.text()
+                assert r.headers["Content-Security-Policy"].startswith("default-src 'self'")
+            async with s.get(url + "/", headers=BEARER) as r:
+                assert r.status == 200 and 'aria-live="assertive"' in await r.text()
+    finally:
+        await server.close()
+
+
+async def test_live_alert_ack_across_instances_snapshot_and_restart(settings: Settings, services) -> None:
+    import redis.asyncio as aioredis
+
+    await create_topics_async(settings.bootstrap_servers, {settings.topic_alerts: 1, settings.topic_acks: 1})
+    s1, s2 = TestServer(create_app(settings, TOKEN)), TestServer(create_app(settings, TOKEN))
+    await s1.start_server()
+    await s2.start_server()
+    u1, u2 = (str(s.make_url("")).rstrip("/") for s in (s1, s2))
+    alert = mi_start("B7", "mi-dashboard-test-1")
+    tech = mi_start("B8", "technical-dashboard-test-1", alert_type="technical", kind="leads_off", level=1)
+    png = b"\x89PNG\r\n\x1a\n" + b"fake-ecg-snapshot"
+    r = aioredis.from_url(services.redis_url)
+    await r.set(f"mirage:snapshot:{alert.alert_id}", png, ex=60)
+    await r.aclose()
+    try:
+        async with aiohttp.ClientSession() as s:
+            async with s.get(u2 + "/api/events", headers=BEARER, timeout=aiohttp.ClientTimeout(total=90)) as ev:
+                events = sse_events(ev)
+                first = await asyncio.wait_for(events.__anext__(), 10)
+                assert first[0] == "snapshot" and first[1]["beds"] == []
+                await publish(settings, alert, alert, tech)  # a duplicate of the start, and a technical alert
+                seen = await wait_bed(events, "B7", "mi_suspected", timeout=40)
+                assert seen["mi"]["probability"] == pytest.approx(0.87) and seen["mi"]["level"] == 2
+                assert seen["mi"]["labs"][0]["age_s"] == 900 and seen["mi"]["quality_flags"] == ["noisy:V1"]
+                await until_state(s, u1, "B7", "mi_suspected")
+                async with s.get(u1 + "/api/state", headers=BEARER) as resp:
+                    snap = await resp.json()
+                b8 = next(b for b in snap["beds"] if b["bed_id"] == "B8")
+                assert b8["state"] == "quiet" and b8["technical"][0]["kind"] == "leads_off"
+                assert snap["counts"]["duplicates"] >= 1
+                async with s.get(u1 + f"/api/snapshot/{alert.alert_id}.png", headers=BEARER) as resp:
+                    assert resp.status == 200 and resp.content_type == "image/png" and await resp.read() == png
+                async with s.get(u1 + "/api/snapshot/mi-unknown.png", headers=BEARER) as resp:
+                    assert resp.status == 404
+                async with s.post(u1 + "/api/ack", data="alert_id=x", headers={**BEARER, "Content-Type": "application/x-www-form-urlencoded"}) as resp:
+                    assert resp.status == 415
+                async with s.post(u1 + "/api/ack", json={"alert_id": "mi-unknown"}, headers=BEARER) as resp:
+                    assert resp.status == 404
+                # acknowledge on instance 1; instance 2's open page sees it through the acks topic
+                async with s.post(u1 + "/api/ack", json={"alert_id": alert.alert_id, "by": "RN Kim"}, headers=BEARER) as resp:
+                    assert resp.status == 200
+                acked = await wait_bed(events, "B7", "acknowledged", timeout=30)
+                assert acked["mi"]["acked_by"] == "RN Kim"
+    finally:
+        await s1.close()
+        await s2.close()
+    # a restarted dashboard rebuilds the ward from the beginning of both topics
+    s3 = TestServer(create_app(settings, TOKEN))
+    await s3.start_server()
+    try:
+        async with aiohttp.ClientSession() as s:
+            await until_state(s, str(s3.make_url("")).rstrip("/"), "B7", "acknowledged", timeout=40)
+    finally:
+        await s3.close()
