@@ -151,3 +151,28 @@ def test_ptbxl_folder_as_recorded_source(ptbxl_dir: Path) -> None:
     assert b.n_samples == 2 * 5000 and b.fs == 500
     x = np.concatenate([b.read(3000) for _ in range(4)], axis=1)
     assert x.shape == (12, 10000) and b.read(10).shape == (12, 0)
+
+
+def test_simulate_cli_reports_scenario_errors_and_writes_output(tmp_path: Path, capsys) -> None:
+    from simulators.cli import simulate_main
+
+    bad = _write(tmp_path, "beds = \"four\"\n")
+    assert simulate_main(["--scenario", str(bad), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert str(bad) in err and "'four'" in err
+    good = _write(tmp_path, json.dumps({**SMALL, "duration_s": 2}), "g.json")
+    assert simulate_main(["--scenario", str(good), "--out", str(tmp_path / "o"), "--beds", "2", "--no-plots", "--no-progress"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["records"] == 2 and summary["samples"] == 2 * 500
+    assert (tmp_path / "o" / "manifest.csv").read_text().count("\n") == 3
+
+
+def test_cli_help_explains(capsys) -> None:
+    from simulators.cli import replay_main, simulate_main
+
+    for fn in (replay_main, simulate_main):
+        with pytest.raises(SystemExit) as exc:
+            fn(["--help"])
+        assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert "--speed" in out and "Ctrl-C" in out and "manifest.csv" in out
