@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +98,7 @@ class StreamWorker:
         self.consume_lag_ms: list[float] = []  # broker timestamp -> the agent has the chunk
         self.bed_partition: dict[str, Any] = {}
         self._background: set[asyncio.Future] = set()
+        self.scored_seqs: dict[str, deque[int]] = {}  # last window seqs scored per bed (stats, tests)
         self.app = self._build_app()
 
     # -- resources -------------------------------------------------------------------------------
@@ -210,6 +212,8 @@ class StreamWorker:
             await asyncio.gather(*futures)  # broker acknowledged every alert (acks=all)
         done_ns = time.time_ns()  # outputs of every window in this batch are produced
         for sc in result.scored:
+            seqs = self.scored_seqs.setdefault(sc.window.bed_id, deque(maxlen=100))
+            seqs.append(sc.window.seq)
             lat = sc.latency_s(done_ns)
             self.metrics.e2e.observe(lat)
             if len(self.latencies_ms) < MAX_LATENCY_SAMPLES:
@@ -276,7 +280,8 @@ class StreamWorker:
         data = {"ready": self.assigned, "final": final, "pid": os.getpid(), **self.counts,
                 "p50_latency_ms": q(0.50), "p99_latency_ms": q(0.99), "latency_samples": len(lat),
                 "p50_consume_lag_ms": q(0.5, lag), "p99_consume_lag_ms": q(0.99, lag),
-                "windower": dict(self.processor.windower.counts), "redis_errors": self.labcache.errors}
+                "windower": dict(self.processor.windower.counts),
+                "scored_seqs": {b: list(v) for b, v in self.scored_seqs.items()}, "redis_errors": self.labcache.errors}
         tmp = self.stats_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(data))
         tmp.replace(self.stats_path)

@@ -148,7 +148,9 @@ async def test_worker_end_to_end(stream_settings: Settings, tmp_path: Path) -> N
         except (ImportError, AttributeError):
             pass
         else:
-            png = await r.get(f"mirage:snapshot:{hi.alert_id}")
+            deadline = time.monotonic() + 20  # drawn in the background after the alert is sent
+            while (png := await r.get(f"mirage:snapshot:{hi.alert_id}")) is None and time.monotonic() < deadline:
+                await asyncio.sleep(0.2)
             assert png is not None and png[:8] == b"\x89PNG\r\n\x1a\n"
             assert 0 < await r.ttl(f"mirage:snapshot:{hi.alert_id}") <= 24 * 3600
 
@@ -171,3 +173,52 @@ async def test_worker_end_to_end(stream_settings: Settings, tmp_path: Path) -> N
     assert code in (0, -15), (worker.logfile.read_text()[-3000:])
     final = json.loads(worker.stats.read_text())
     assert final["final"] is True
+
+
+async def test_restart_rescores_every_window_not_yet_scored(stream_settings: Settings, tmp_path: Path) -> None:
+    """At-least-once: a worker stopped mid-window commits only chunks whose windows were all scored,
+    so its successor in the group rebuilds and scores the next window, and no window is lost."""
+    from aiokafka import AIOKafkaProducer
+
+    from stream.demo import WorkerProcess
+
+    s = stream_settings
+    env = {"PYTHONPATH": str(Path(__file__).parent)}
+    rec = bed_record(0.05, 20, 7)
+    t0 = time.time_ns()
+    prod = AIOKafkaProducer(bootstrap_servers=s.bootstrap_servers, acks="all")
+    await prod.start()
+    first = WorkerProcess(s, tmp_path / "a", predictor="test_worker:make_predictor", env=env)
+    try:
+        await first.wait_ready(90)
+        for seq in range(15):  # 15 s: windows 0-2 (0-14 s) complete, window 3 (6-16 s) does not
+            await prod.send(s.topic_chunks, chunk_bytes("bed-r", rec, seq, t0), key=b"bed-r")
+        await prod.flush()
+        deadline = time.monotonic() + 30
+        while json.loads(first.stats.read_text()).get("windows", 0) < 3:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.2)
+        await asyncio.sleep(1.5)  # a commit interval
+    finally:
+        await asyncio.to_thread(first.stop)
+    a = json.loads(first.stats.read_text())
+    assert a["scored_seqs"]["bed-r"] == [0, 1, 2]
+    second = WorkerProcess(s, tmp_path / "b", predictor="test_worker:make_predictor", env=env)
+    try:
+        await second.wait_ready(90)
+        for seq in range(15, 20):
+            await prod.send(s.topic_chunks, chunk_bytes("bed-r", rec, seq, t0), key=b"bed-r")
+        await prod.flush()
+        deadline = time.monotonic() + 30
+        while 5 not in json.loads(second.stats.read_text()).get("scored_seqs", {}).get("bed-r", []):
+            assert time.monotonic() < deadline, second.stats.read_text()
+            await asyncio.sleep(0.2)
+    finally:
+        await prod.stop()
+        await asyncio.to_thread(second.stop)
+    b = json.loads(second.stats.read_text())
+    # the successor re-read from the committed offset (chunk 6 at the latest): windows 3, 4, 5 are all scored
+    assert [3, 4, 5] == [x for x in b["scored_seqs"]["bed-r"] if x >= 3]
+    # chunks 0-5 (consumed by windows 0-2) were committed, chunks 6-14 were not: the successor
+    # re-read exactly chunks 6-19
+    assert b["chunks"] == 14 and b["scored_seqs"]["bed-r"][0] == 3

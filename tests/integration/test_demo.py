@@ -1,0 +1,47 @@
+"""``mirage demo --json`` end to end: services, worker subprocess, replay, alerts, summary line."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[2]
+KEYS = {"windows", "alerts", "beds_alerted", "beds_with_mi", "p50_latency_ms", "p99_latency_ms"}
+
+
+def run_demo(*args: str, env: dict[str, str] | None = None) -> dict:
+    proc = subprocess.run([sys.executable, "-m", "mirage", "demo", "--json", *args], capture_output=True, text=True,
+                          timeout=400, env={**os.environ, **(env or {})}, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    last = proc.stdout.strip().splitlines()[-1]
+    return json.loads(last)
+
+
+def test_demo_json_with_a_crafted_predictor() -> None:
+    """The whole path with a model whose answer is known: every bed has troponin -> every bed alerts."""
+    out = run_demo("--duration", "20", "--speed", "5", "--beds", "3", "--predictor", "test_worker:make_predictor",
+                   env={"PYTHONPATH": str(Path(__file__).parent)})
+    assert KEYS <= set(out)
+    # 3 beds x 20 s: windows at 0, 2, ..., 10 s -> 6 per bed
+    assert out["windows"] == 18 and out["chunks"] == 3 * 41
+    assert out["beds_alerted"] == ["bed-01", "bed-02", "bed-03"]
+    assert out["beds_with_mi"] == ["bed-01", "bed-02"]
+    assert out["alerts"] == 6  # a start and a discharge end per bed
+    assert 0 < out["p50_latency_ms"] <= out["p99_latency_ms"] < 10_000
+
+
+def test_demo_json_with_the_shipped_checkpoint() -> None:
+    ckpt = REPO / "engine" / "checkpoints" / "mirage-default.pt"
+    if not ckpt.exists():
+        pytest.skip(f"shipped checkpoint {ckpt} not present yet")
+    out = run_demo("--duration", "30", "--speed", "4")
+    assert KEYS <= set(out)
+    assert out["windows"] == 8 * 11 and out["beds_with_mi"] == ["bed-01", "bed-02", "bed-04", "bed-07"]
+    assert out["p50_latency_ms"] is not None and out["p99_latency_ms"] >= out["p50_latency_ms"]
