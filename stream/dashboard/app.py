@@ -61,12 +61,16 @@ async def security_headers(request: web.Request, handler: Any) -> web.StreamResp
 
 
 def _broadcast(app: web.Application, bed_id: str) -> None:
-    """Push one bed's new view to every open event stream (drop clients that fall behind)."""
+    """Push one bed's new view to every open event stream."""
     view = app[STATE_KEY].bed_view(bed_id, time.time_ns())
-    data = json.dumps(view, separators=(",", ":"))
+    _push(app, "bed", json.dumps(view, separators=(",", ":")))
+
+
+def _push(app: web.Application, event: str, data: str) -> None:
+    """Queue one event for every open event stream (drop clients that fall behind)."""
     for q in list(app[CLIENTS_KEY]):
         try:
-            q.put_nowait(("bed", data))
+            q.put_nowait((event, data))
         except asyncio.QueueFull:  # a stuck client: close it, EventSource reconnects with a snapshot
             app[CLIENTS_KEY].discard(q)
 
@@ -176,7 +180,8 @@ def create_app(settings: Settings, token: str, *, group: str | None = None, redi
     state = WardState(ended_retention_s=ended_retention_s)
     app[STATE_KEY] = state
     app[CLIENTS_KEY] = set()
-    app[FEED_KEY] = DashboardFeed(settings, state, lambda bed: _broadcast(app, bed), group=group)
+    app[FEED_KEY] = DashboardFeed(settings, state, lambda bed: _broadcast(app, bed), group=group,
+                                  on_caught_up=lambda: _push(app, "status", json.dumps({"caught_up": True})))
     if redis is None:
         import redis.asyncio as aioredis
 

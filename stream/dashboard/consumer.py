@@ -39,11 +39,13 @@ class DashboardFeed:
         state: the ward state this feed writes.
         on_change: called (on the event loop) with the bed id whose view changed.
         group: consumer group id; default a fresh one per instance.
+        on_caught_up: called once when the first read from the beginning has caught up.
     """
 
     def __init__(self, settings: Settings, state: WardState, on_change: Callable[[str], None],
-                 group: str | None = None) -> None:
+                 group: str | None = None, on_caught_up: Callable[[], None] | None = None) -> None:
         self.settings = settings
+        self.on_caught_up = on_caught_up
         self.state = state
         self.on_change = on_change
         self.group = group or f"mirage-dashboard-{uuid.uuid4().hex[:12]}"
@@ -93,8 +95,11 @@ class DashboardFeed:
                 log.warning("dashboard feed fetch failed (%s); retrying", type(exc).__name__)
                 await asyncio.sleep(1.0)
                 continue
-            if not batches and consumer.assignment():
+            if not batches and consumer.assignment() and not self.caught_up.is_set():
                 self.caught_up.set()
+                log.info("dashboard caught up: %d alerts, %d acknowledgements read", self.counts["alerts"], self.counts["acks"])
+                if self.on_caught_up is not None:
+                    self.on_caught_up()
             for tp, records in batches.items():
                 for rec in records:
                     self.handle(tp.topic, rec.value)

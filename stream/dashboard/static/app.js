@@ -115,6 +115,7 @@ function render(view) {
       img.onerror = () => card.querySelector(".snap").classList.add("hidden");
       img.alt = `ECG of bed ${view.bed_id} at the alert`;
       img.src = src;
+      card.querySelector(".snap a").href = src;
     }
   }
   const techs = card.querySelector(".techs");
@@ -171,6 +172,7 @@ function connect() {
     document.body.dataset.connected = "true";
   });
   es.addEventListener("bed", (ev) => render(JSON.parse(ev.data)));
+  es.addEventListener("status", (ev) => { if (JSON.parse(ev.data).caught_up) setConn("conn-ok", "Live"); });
   es.onerror = () => {
     document.body.dataset.connected = "false";
     setConn("conn-down", "Connection lost — reconnecting…");
