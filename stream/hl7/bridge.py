@@ -78,6 +78,11 @@ class Hl7Bridge:
         self._consumer: AIOKafkaConsumer | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
+    @property
+    def tasks(self) -> list[asyncio.Task[None]]:
+        """The running intake and sender loops (empty before :meth:`start`)."""
+        return list(self._tasks)
+
     # -- intake ----------------------------------------------------------------------------------
     def enqueue(self, value: bytes | None) -> bool:
         """Turn one raw alerts-topic message into an outbox entry; False if invalid or duplicate."""
@@ -185,6 +190,8 @@ class Hl7Bridge:
                 await t
             except asyncio.CancelledError:
                 pass
+            except Exception as exc:  # already fatal for the CLI; stopping must still release all
+                log.error("hl7 bridge loop %s had failed: %r", t.get_name(), exc)
         self._tasks = []
         if self._consumer is not None:
             await self._consumer.stop()

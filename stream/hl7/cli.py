@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-async def _serve(args: argparse.Namespace, settings: Settings) -> None:
+async def _serve(args: argparse.Namespace, settings: Settings) -> int:
     from stream.hl7.bridge import Hl7Bridge
     from stream.hl7.mllp import MllpClient, Outbox
     from stream.hl7.pcd04 import Endpoint
@@ -53,9 +53,18 @@ async def _serve(args: argparse.Namespace, settings: Settings) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await bridge.start()
+    stopper = asyncio.create_task(stop.wait())
     try:
-        await stop.wait()
+        # A loop that dies (e.g. the outbox disk is full) ends the process with an error, so the
+        # service manager restarts it: the outbox and the uncommitted offsets lose nothing.
+        await asyncio.wait([stopper, *bridge.tasks], return_when=asyncio.FIRST_COMPLETED)
+        for task in bridge.tasks:
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                log.critical("hl7 bridge loop %s failed: %r", task.get_name(), task.exception())
+                return 1
+        return 0
     finally:
+        stopper.cancel()
         await bridge.stop()
         log.info("hl7 bridge stopped: %s", bridge.stats())
         bridge.outbox.close()
@@ -69,5 +78,4 @@ def bridge_main(argv: list[str]) -> int:
     except SettingsError as exc:
         print(f"mirage hl7-bridge: {exc}")
         return 2
-    asyncio.run(_serve(args, settings))
-    return 0
+    return asyncio.run(_serve(args, settings))

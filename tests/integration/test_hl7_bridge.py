@@ -183,3 +183,27 @@ async def test_outbox_survives_receiver_outage_and_bridge_restart(settings: Sett
         await rx.stop()
     assert [str(hl7.parse(m).segment("MSH")[10]) for m in rx.received] == [a.event_id for a in alerts]
     assert bridge2.outbox.pending_count() == 0
+
+
+async def test_cli_bridge_forwards_and_stops_cleanly(settings: Settings, unique: str, tmp_path: Path) -> None:
+    import os
+    import signal
+    import sys
+
+    await create_topics_async(settings.bootstrap_servers, {settings.topic_alerts: 1})
+    rx = await MllpReceiver().start()
+    env = {**os.environ, "MIRAGE_BOOTSTRAP_SERVERS": settings.bootstrap_servers, "MIRAGE_TOPIC_ALERTS": settings.topic_alerts}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "mirage", "hl7-bridge", "--host", "127.0.0.1", "--port", str(rx.port),
+        "--outbox", str(tmp_path / "cli-outbox.sqlite"), "--group", f"hl7-cli-{unique}", env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    try:
+        await _publish(settings, [_alert(0, "start", bed="B9")])
+        await _until(lambda: len(rx.accepted) == 1, 60, "the CLI bridge to deliver")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = await asyncio.wait_for(proc.communicate(), 30)
+        await rx.stop()
+    assert proc.returncode == 0, out.decode()[-2000:]
+    assert str(hl7.parse(rx.accepted[0]).segment("PV1")[3]) == "^^B9"
+    assert "hl7 bridge stopped" in out.decode()
