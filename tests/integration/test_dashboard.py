@@ -183,3 +183,62 @@ async def test_live_alert_ack_across_instances_snapshot_and_restart(settings: Se
             await until_state(s, str(s3.make_url("")).rstrip("/"), "B7", "acknowledged", timeout=40)
     finally:
         await s3.close()
+
+
+@pytest.mark.slow
+async def test_worker_alert_reaches_the_dashboard_with_its_snapshot(settings: Settings, services, unique, tmp_path) -> None:
+    """The full path: ECG chunks -> the real ``mirage worker`` process -> alerts topic -> dashboard,
+    with the worker's ECG-paper snapshot served by the dashboard. The worker scores with engineer E's
+    test predictor seam (``tests/integration/test_worker.py``: MI probability from ECG amplitude),
+    so the alert does not depend on a trained checkpoint being present."""
+    from pathlib import Path
+
+    import numpy as np
+    from aiokafka import AIOKafkaProducer
+
+    from stream.demo import WorkerProcess
+    from stream.schema import EcgChunk, encode_chunk
+
+    s = settings.replace(topic_chunks=f"chunks-{unique}", topic_labs=f"labs-{unique}", topic_deadletter=f"dl-{unique}",
+                         consumer_group=f"w-{unique}", max_batch=8, cooldown_s=0.0)
+    await create_topics_async(s.bootstrap_servers, {s.topic_chunks: 1, s.topic_labs: 1, s.topic_alerts: 1,
+                                                    s.topic_deadletter: 1, s.topic_acks: 1})
+    worker = WorkerProcess(s, tmp_path / "w", predictor="test_worker:make_predictor",
+                           env={"PYTHONPATH": str(Path(__file__).parent)})
+    server = TestServer(create_app(s, TOKEN))
+    await server.start_server()
+    url = str(server.make_url("")).rstrip("/")
+    fs, n, leads = 500, 500, ("I", "II", "V1", "V2", "V3", "V4", "V5", "V6")
+    t = np.arange(14 * fs) / fs
+    rec = (1.0 * np.sin(2 * np.pi * 5 * t)[None, :] * np.linspace(0.5, 1.5, 8)[:, None]).astype(np.float32)
+    prod = AIOKafkaProducer(bootstrap_servers=s.bootstrap_servers, acks="all")
+    await prod.start()
+    try:
+        await worker.wait_ready(90)
+        t0 = time.time_ns()
+        for seq in range(14):
+            chunk = EcgChunk("bed-w", "pat-w", seq, t0 + seq * 10**9, fs, leads, rec[:, seq * n:(seq + 1) * n])
+            await prod.send(s.topic_chunks, encode_chunk(chunk), key=b"bed-w")
+        await prod.flush()
+        async with aiohttp.ClientSession() as session:
+            await until_state(session, url, "bed-w", "mi_suspected", timeout=90)
+            async with session.get(url + "/api/state", headers=BEARER) as r:
+                bed = next(b for b in (await r.json())["beds"] if b["bed_id"] == "bed-w")
+            alert_id = bed["mi"]["alert_id"]
+            assert bed["mi"]["probability"] > 0.5 and len(bed["mi"]["top_leads"]) == 3
+            deadline = time.monotonic() + 30  # the worker draws the snapshot in the background
+            while True:
+                async with session.get(url + f"/api/snapshot/{alert_id}.png", headers=BEARER) as r:
+                    if r.status == 200:
+                        assert (await r.read())[:8] == b"\x89PNG\r\n\x1a\n"
+                        break
+                assert time.monotonic() < deadline, "the worker's snapshot never reached the dashboard"
+                await asyncio.sleep(0.3)
+            async with session.post(url + "/api/ack", json={"alert_id": alert_id}, headers=BEARER) as r:
+                assert r.status == 200
+            await until_state(session, url, "bed-w", "acknowledged", timeout=10)
+    finally:
+        await prod.stop()
+        await server.close()
+        code = await asyncio.to_thread(worker.stop)
+    assert code in (0, -15), worker.logfile.read_text()[-3000:]
