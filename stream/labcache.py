@@ -6,6 +6,9 @@ Key layout (Redis, one hash per patient)::
         value = JSON {"v": canonical value, "u": canonical unit, "o": observed_ns,
                       "r": reported_ns or null, "raw": value as sent, "ru": unit as sent}
     TTL of the hash = 2 x lab_staleness_s, refreshed by every write.
+    mirage:snapshot:{alert_id}          STRING  PNG of the window that started an MI episode (TTL 24 h)
+    mirage:policy:{bed_id}              STRING  JSON alert-policy state of the bed (TTL 24 h), so a
+                                        restarted worker continues an episode with the same id
 
 Writes come from the labs topic (:class:`stream.schema.LabResult`). Results can arrive out of
 order (a delayed interface, a replay); a Lua script compares observation times inside Redis so an
@@ -162,3 +165,54 @@ class LabCache:
 
 
 SNAPSHOT_PREFIX = "mirage:snapshot:"
+POLICY_PREFIX = "mirage:policy:"
+POLICY_TTL_S = 24 * 3600
+
+
+class PolicyStateStore:
+    """Alert-policy state per bed in Redis (``mirage:policy:{bed_id}``), batched, failure-tolerant.
+
+    A Redis outage only costs continuity after a restart (an episode may restart with a new id);
+    it never stops scoring.
+    """
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.errors = 0
+
+    async def load(self, bed_ids: Iterable[str]) -> dict[str, dict]:
+        beds = list(bed_ids)
+        if not beds:
+            return {}
+        try:
+            raw = await self.client.mget([POLICY_PREFIX + b for b in beds])
+        except Exception as exc:
+            self.errors += 1
+            log.warning("policy state unavailable (%s)", type(exc).__name__)
+            return {}
+        out: dict[str, dict] = {}
+        for bed, value in zip(beds, raw):
+            if value:
+                try:
+                    out[bed] = json.loads(value)
+                except (ValueError, TypeError):
+                    log.warning("ignoring malformed saved policy state")
+        return out
+
+    async def save(self, states: Mapping[str, dict | None]) -> bool:
+        """Write (or delete, for None) each bed's state in one round trip."""
+        if not states:
+            return True
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            for bed, st in states.items():
+                if st is None:
+                    pipe.delete(POLICY_PREFIX + bed)
+                else:
+                    pipe.set(POLICY_PREFIX + bed, json.dumps(st, separators=(",", ":")), ex=POLICY_TTL_S)
+            await pipe.execute()
+            return True
+        except Exception as exc:
+            self.errors += 1
+            log.warning("could not save policy state (%s)", type(exc).__name__)
+            return False

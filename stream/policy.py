@@ -148,6 +148,29 @@ class AlertPolicy:
             return []
         return [PolicyEvent("end", st.active_id, st.level, None, window_seq, window_end_ns)]
 
+    def known(self, bed_id: str) -> bool:
+        return bed_id in self._beds
+
+    def export_state(self, bed_id: str) -> dict | None:
+        """The bed's state as plain JSON-able data (persisted so a restarted worker continues episodes)."""
+        st = self._beds.get(bed_id)
+        if st is None:
+            return None
+        return {"patient_id": st.patient_id, "recent": [bool(x) for x in st.recent], "active_id": st.active_id,
+                "level": st.level, "below": st.below, "cooldown_until_ns": st.cooldown_until_ns,
+                "last_window_seq": st.last_window_seq}
+
+    def import_state(self, bed_id: str, data: dict) -> None:
+        """Restore a state from :meth:`export_state` (unknown or malformed fields raise PolicyError)."""
+        try:
+            st = _BedState(recent=deque((bool(x) for x in data["recent"]), maxlen=self.config.n),
+                           patient_id=str(data["patient_id"]), active_id=str(data["active_id"]), level=int(data["level"]),
+                           below=int(data["below"]), cooldown_until_ns=int(data["cooldown_until_ns"]),
+                           last_window_seq=int(data["last_window_seq"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise PolicyError(f"bad saved policy state for a bed: {exc!r}") from None
+        self._beds[bed_id] = st
+
     def forget(self, bed_id: str) -> None:
         """Drop a bed's state without events (partition revoked: another worker owns it now)."""
         self._beds.pop(bed_id, None)

@@ -33,7 +33,8 @@ import numpy as np
 from engine.config import LEADS, MirageConfig
 from engine.pipeline import model_inputs
 from stream.batcher import MicroBatcher
-from stream.labcache import LabCache, PatientLabs, empty_labs
+from stream.labcache import LabCache, PatientLabs, PolicyStateStore, empty_labs
+from stream.errors import PolicyError
 from stream.policy import KIND_MI, AlertPolicy, PolicyConfig, PolicyEvent
 from stream.schema import Alert, EcgChunk
 from stream.settings import Settings
@@ -127,6 +128,8 @@ class StreamProcessor:
         self.windower = Windower(self.cfg, hop_s=settings.hop_s, idle_s=settings.idle_discharge_s, clock=self.clock)
         self.batcher: MicroBatcher[EcgWindow] = MicroBatcher(settings.max_batch, settings.max_wait_ms / 1000.0)
         self.policy = AlertPolicy(policy_config(settings, info))
+        self.policy_store = PolicyStateStore(labcache.client) if labcache is not None else None
+        self._dirty: set[str] = set()  # beds whose policy state changed since the last save
         self._pending: dict[str, deque[tuple[int, Any]]] = {}
         self._last_window: dict[str, EcgWindow] = {}
         self.windows_scored = 0
@@ -134,7 +137,7 @@ class StreamProcessor:
 
     # -- step 1: chunks -> windows --------------------------------------------------------------
     def _ingest(self, chunk: EcgChunk, token: Any, arrival_ns: int | None, result: ProcessResult,
-                discharged: list[tuple[str, EcgWindow | None]]) -> list[EcgWindow]:
+                discharged: list[str]) -> list[EcgWindow]:
         self.chunks_seen += 1
         push = self.windower.push(chunk, arrival_ns)
         if push.dropped:
@@ -150,8 +153,7 @@ class StreamProcessor:
             result.release.extend(t for _, t in pending)
             result.release.append(token)
             self._pending.pop(chunk.bed_id, None)
-            last = push.windows[-1] if push.windows else self._last_window.get(chunk.bed_id)
-            discharged.append((chunk.bed_id, last))
+            discharged.append(chunk.bed_id)  # handled after this call's windows are scored
         else:
             end = self.windower.end_index(chunk.bed_id)
             pending.append((int(end if end is not None else 0), token))
@@ -173,7 +175,7 @@ class StreamProcessor:
     async def process(self, items: Sequence[tuple[EcgChunk, Any] | tuple[EcgChunk, Any, int | None]]) -> ProcessResult:
         """Process decoded chunks (with tokens and optional arrival times); see the module docstring."""
         result = ProcessResult()
-        discharged: list[tuple[str, EcgWindow | None]] = []
+        discharged: list[str] = []
         windows: list[EcgWindow] = []
         for item in items:
             chunk, token = item[0], item[1]
@@ -183,22 +185,46 @@ class StreamProcessor:
         batches.extend(self.batcher.flush())
         for batch in batches:
             await self._score_batch(batch, result)
-        for bed_id, last in discharged:
-            self.policy_discharge(bed_id, last, result)
+        for bed_id in discharged:
+            await self.policy_discharge(bed_id, self._last_window.get(bed_id), result)
         for bed_id in self.windower.evict_idle():
             self.policy.forget(bed_id)
         result.release.extend(self._releasable())
         return result
 
-    def policy_discharge(self, bed_id: str, last: EcgWindow | None, result: ProcessResult) -> None:
+    async def policy_discharge(self, bed_id: str, last: EcgWindow | None, result: ProcessResult) -> None:
+        """End the bed's active episode (if any) and forget it, here and in the saved state."""
+        if last is not None and not self.policy.known(bed_id):
+            await self._restore_policy([last])
         seq = last.seq if last else -1
         end_ns = last.end_ns if last else self.clock()
+        self._dirty.add(bed_id)
         for ev in self.policy.discharge(bed_id, seq, end_ns):
             if last is not None:
                 result.alerts.append(self._alert(ev, last, None, None, empty_labs()))
         self._last_window.pop(bed_id, None)
 
+    async def _restore_policy(self, batch: list[EcgWindow]) -> None:
+        if self.policy_store is None:
+            return
+        unknown = sorted({w.bed_id for w in batch if not self.policy.known(w.bed_id)})
+        for bed_id, data in (await self.policy_store.load(unknown)).items():
+            try:
+                self.policy.import_state(bed_id, data)
+            except PolicyError as exc:
+                log.warning("ignoring saved policy state: %s", exc)
+
+    async def save_policy(self) -> bool:
+        """Persist the policy state of beds that changed (call after the alerts are produced)."""
+        if self.policy_store is None or not self._dirty:
+            self._dirty.clear()
+            return True
+        states = {b: self.policy.export_state(b) for b in sorted(self._dirty)}
+        self._dirty.clear()
+        return await self.policy_store.save(states)
+
     async def _score_batch(self, batch: list[EcgWindow], result: ProcessResult) -> None:
+        await self._restore_policy(batch)
         if self.labcache is not None:
             labs = await self.labcache.read_batch([(w.patient_id, w.end_ns) for w in batch])
         else:
@@ -211,6 +237,7 @@ class StreamProcessor:
             self.metrics.observe_batch(len(batch), infer_s)
         for i, w in enumerate(batch):
             self._last_window[w.bed_id] = w
+            self._dirty.add(w.bed_id)
             for ev in self.policy.update(w.bed_id, w.patient_id, float(probs[i]), w.seq, w.end_ns):
                 alert = self._alert(ev, w, float(probs[i]), lead_w[i], labs[i])
                 result.alerts.append(alert)

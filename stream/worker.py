@@ -211,6 +211,9 @@ class StreamWorker:
                        for a in result.alerts]
             await asyncio.gather(*futures)  # broker acknowledged every alert (acks=all)
         done_ns = time.time_ns()  # outputs of every window in this batch are produced
+        # After the alerts (a crash in between re-emits the same ids), before the acks.
+        if not await self.processor.save_policy():
+            self.metrics.redis_errors.inc()
         for sc in result.scored:
             seqs = self.scored_seqs.setdefault(sc.window.bed_id, deque(maxlen=100))
             seqs.append(sc.window.seq)

@@ -177,14 +177,15 @@ async def test_worker_end_to_end(stream_settings: Settings, tmp_path: Path) -> N
 
 async def test_restart_rescores_every_window_not_yet_scored(stream_settings: Settings, tmp_path: Path) -> None:
     """At-least-once: a worker stopped mid-window commits only chunks whose windows were all scored,
-    so its successor in the group rebuilds and scores the next window, and no window is lost."""
+    so its successor in the group rebuilds and scores the next window, and no window is lost; the
+    episode started by the first worker is continued (same id, no second start) by the successor."""
     from aiokafka import AIOKafkaProducer
 
     from stream.demo import WorkerProcess
 
     s = stream_settings
     env = {"PYTHONPATH": str(Path(__file__).parent)}
-    rec = bed_record(0.05, 20, 7)
+    rec = bed_record(1.0, 20, 7)
     t0 = time.time_ns()
     prod = AIOKafkaProducer(bootstrap_servers=s.bootstrap_servers, acks="all")
     await prod.start()
@@ -208,6 +209,8 @@ async def test_restart_rescores_every_window_not_yet_scored(stream_settings: Set
         await second.wait_ready(90)
         for seq in range(15, 20):
             await prod.send(s.topic_chunks, chunk_bytes("bed-r", rec, seq, t0), key=b"bed-r")
+        eos = EcgChunk("bed-r", "pat-bed-r", 20, t0 + 20 * 10**9, FS, LEADS8, np.zeros((8, 0), np.float32), True)
+        await prod.send(s.topic_chunks, encode_chunk(eos), key=b"bed-r")
         await prod.flush()
         deadline = time.monotonic() + 30
         while 5 not in json.loads(second.stats.read_text()).get("scored_seqs", {}).get("bed-r", []):
@@ -220,5 +223,8 @@ async def test_restart_rescores_every_window_not_yet_scored(stream_settings: Set
     # the successor re-read from the committed offset (chunk 6 at the latest): windows 3, 4, 5 are all scored
     assert [3, 4, 5] == [x for x in b["scored_seqs"]["bed-r"] if x >= 3]
     # chunks 0-5 (consumed by windows 0-2) were committed, chunks 6-14 were not: the successor
-    # re-read exactly chunks 6-19
-    assert b["chunks"] == 14 and b["scored_seqs"]["bed-r"][0] == 3
+    # re-read exactly chunks 6-19 (+ the end-of-stream chunk)
+    assert b["chunks"] == 15 and b["scored_seqs"]["bed-r"][0] == 3
+    got = await _collect(s, s.topic_alerts, lambda xs: any(Alert.from_bytes(x.value).phase == "end" for x in xs), 30)
+    events = [(a.phase, a.alert_id) for a in map(Alert.from_bytes, (x.value for x in got))]
+    assert [p for p, _ in events] == ["start", "end"] and events[0][1] == events[1][1]

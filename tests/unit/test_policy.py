@@ -82,3 +82,15 @@ def test_beds_are_independent() -> None:
 def test_inconsistent_config_is_rejected(kw: dict) -> None:
     with pytest.raises(PolicyError):
         PolicyConfig(**kw)
+
+
+def test_exported_state_continues_the_episode_in_a_new_policy() -> None:
+    a = AlertPolicy(CFG)
+    [start] = [e for s, p in enumerate([0.7, 0.8]) for e in a.update("b1", "p1", p, s, s * S)]
+    b = AlertPolicy(CFG)  # a restarted worker
+    b.import_state("b1", a.export_state("b1"))
+    assert b.update("b1", "p1", 0.8, 1, 1 * S) == []  # already scored before the restart
+    evs = b.update("b1", "p1", 0.1, 2, 2 * S) + b.update("b1", "p1", 0.1, 3, 3 * S)
+    assert [(e.phase, e.alert_id) for e in evs] == [("end", start.alert_id)]
+    with pytest.raises(PolicyError):
+        b.import_state("b2", {"recent": []})
