@@ -45,6 +45,9 @@ FEED_KEY = web.AppKey("feed", DashboardFeed)
 STATE_KEY = web.AppKey("state", WardState)
 CLIENTS_KEY = web.AppKey("clients", set)
 REDIS_KEY = web.AppKey("redis", object)
+SHOWN_KEY = web.AppKey("shown", dict)  # bed -> state last pushed to pages
+EXPIRE_TASK_KEY = web.AppKey("expire_task", asyncio.Task)
+_EXPIRE_EVERY_S = 15.0
 
 
 @web.middleware
@@ -63,7 +66,18 @@ async def security_headers(request: web.Request, handler: Any) -> web.StreamResp
 def _broadcast(app: web.Application, bed_id: str) -> None:
     """Push one bed's new view to every open event stream."""
     view = app[STATE_KEY].bed_view(bed_id, time.time_ns())
+    app[SHOWN_KEY][bed_id] = view["state"]
     _push(app, "bed", json.dumps(view, separators=(",", ":")))
+
+
+async def _expire_loop(app: web.Application) -> None:
+    """Push beds whose state changed with time alone (an ended episode past its retention)."""
+    while True:
+        await asyncio.sleep(_EXPIRE_EVERY_S)
+        now = time.time_ns()
+        for bed in app[STATE_KEY].beds():
+            if app[STATE_KEY].bed_view(bed, now)["state"] != app[SHOWN_KEY].get(bed):
+                _broadcast(app, bed)
 
 
 def _push(app: web.Application, event: str, data: str) -> None:
@@ -180,6 +194,7 @@ def create_app(settings: Settings, token: str, *, group: str | None = None, redi
     state = WardState(ended_retention_s=ended_retention_s)
     app[STATE_KEY] = state
     app[CLIENTS_KEY] = set()
+    app[SHOWN_KEY] = {}
     app[FEED_KEY] = DashboardFeed(settings, state, lambda bed: _broadcast(app, bed), group=group,
                                   on_caught_up=lambda: _push(app, "status", json.dumps({"caught_up": True})))
     if redis is None:
@@ -191,6 +206,7 @@ def create_app(settings: Settings, token: str, *, group: str | None = None, redi
 
     async def on_startup(app: web.Application) -> None:
         await app[FEED_KEY].start()
+        app[EXPIRE_TASK_KEY] = asyncio.create_task(_expire_loop(app), name="dashboard-expire")
 
     async def on_shutdown(app: web.Application) -> None:
         for q in list(app[CLIENTS_KEY]):
@@ -201,6 +217,8 @@ def create_app(settings: Settings, token: str, *, group: str | None = None, redi
                 pass
 
     async def on_cleanup(app: web.Application) -> None:
+        if EXPIRE_TASK_KEY in app:
+            app[EXPIRE_TASK_KEY].cancel()
         await app[FEED_KEY].stop()
         await app[REDIS_KEY].aclose()  # type: ignore[attr-defined]
 

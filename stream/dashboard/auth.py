@@ -18,6 +18,7 @@ are constant time (:func:`hmac.compare_digest`). Follows OWASP session managemen
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import html
@@ -35,6 +36,7 @@ log = logging.getLogger(__name__)
 COOKIE = "mirage_session"
 MIN_TOKEN_CHARS = 16
 PUBLIC_PATHS = frozenset({"/login"})
+FAILED_LOGIN_DELAY_S = 1.0
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -116,6 +118,7 @@ def login_handlers(token: str) -> tuple[Handler, Handler]:
         given = str(form.get("token", "")).strip()
         if not hmac.compare_digest(given.encode(), token.encode()):
             log.warning("dashboard login refused from %s", request.remote)
+            await asyncio.sleep(FAILED_LOGIN_DELAY_S)  # slows guessing; the token is long and random
             return login_page("That token is not valid.")
         resp = web.Response(status=303, headers={"Location": "/", "Cache-Control": "no-store"})
         resp.set_cookie(COOKIE, session_value(token), httponly=True, samesite="Strict",

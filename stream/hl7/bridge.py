@@ -28,7 +28,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from stream.errors import WireError
 from stream.hl7.mllp import MllpClient, MllpError, Outbox, OutboxItem, backoff_s
-from stream.hl7.pcd04 import Endpoint, build_oru_r40
+from stream.hl7.pcd04 import Endpoint, build_oru_r40, escape
 from stream.schema import Alert
 from stream.settings import Settings
 
@@ -134,6 +134,10 @@ class Hl7Bridge:
                 ack = await self.client.send(item.message)
             except MllpError as exc:
                 self._failed(item, "transport", str(exc))
+                break
+            if ack.control_id != escape(item.event_id):  # an ACK for some other message: do not trust it
+                self._failed(item, "transport", f"ACK for control id {ack.control_id[:80]!r}, sent {item.event_id!r}")
+                await self.client.close()
                 break
             if ack.accepted:
                 self.outbox.done(item.event_id, ack.code)

@@ -150,6 +150,8 @@ def test_alert_turns_bed_red_and_ack_shows_on_second_page(services, unique, tmp_
             WebDriverWait(p, 60, poll_frequency=0.2).until(lambda d: d.find_element(By.ID, "conn").text == "Live")
             assert p.find_element(By.ID, "empty").is_displayed()
 
+        page1.find_element(By.ID, "sound").click()  # the nurse enables sound (a user gesture)
+        WebDriverWait(page1, 10).until(lambda d: d.execute_script("return document.body.dataset.beeps") == "1")
         # the worker's part: an MI alert start event on the alerts topic + its ECG snapshot in Redis
         now = time.time_ns()
         alert = Alert(alert_id=f"mi-browser-{unique}", alert_type="mi", kind="mi_suspected", phase="start",
@@ -174,6 +176,8 @@ def test_alert_turns_bed_red_and_ack_shows_on_second_page(services, unique, tmp_
             assert card.find_element(By.CSS_SELECTOR, ".prob").text == "94 %"
             assert "Level 2" in card.find_element(By.CSS_SELECTOR, ".level").text
             assert "hs-troponin I" in card.find_element(By.CSS_SELECTOR, ".labs").text
+        # a new level-2 alert beeps (WebAudio) where sound is enabled
+        WebDriverWait(page1, 10).until(lambda d: d.execute_script("return document.body.dataset.beeps") == "2")
         live = page1.find_element(By.ID, "live")
         assert "MI suspected" in live.get_attribute("textContent") and live.get_attribute("aria-live") == "assertive"
         # the ECG snapshot image loaded (served from Redis through the authenticated endpoint)

@@ -29,7 +29,8 @@ S = 1_000_000_000
 class MllpReceiver:
     """A minimal alarm manager: records every ORU^R40 and answers per ``script`` then ``AA``.
 
-    ``script`` items: ``"AE"``/``"AR"`` answer that code; ``"drop"`` closes the connection unanswered.
+    ``script`` items: ``"AE"``/``"AR"`` answer that code; ``"drop"`` closes the connection unanswered;
+    ``"wrong-id"`` accepts with another message's control id (which must not count as delivered).
     """
 
     def __init__(self, script: list[str] | None = None) -> None:
@@ -59,6 +60,11 @@ class MllpReceiver:
                 action = self.script.pop(0) if self.script else "AA"
                 if action == "drop":
                     break
+                if action == "wrong-id":  # an ACK that answers some other message
+                    writer.write(frame(build_ack(msg.replace("ORU^R40^ORU_R40|", "ORU^R40^ORU_R40|X"), "AA",
+                                                 now_ns=time.time_ns())))
+                    await writer.drain()
+                    continue
                 writer.write(frame(build_ack(msg, action, now_ns=time.time_ns())))
                 await writer.drain()
                 if action == "AA":
@@ -133,7 +139,7 @@ async def test_bridge_delivers_every_alert_as_oru_r40(settings: Settings, unique
 
 async def test_bridge_retries_rejects_and_hangups_then_delivers(settings: Settings, unique: str, tmp_path: Path) -> None:
     await create_topics_async(settings.bootstrap_servers, {settings.topic_alerts: 1})
-    rx = await MllpReceiver(script=["AE", "drop", "AR"]).start()
+    rx = await MllpReceiver(script=["AE", "drop", "AR", "wrong-id"]).start()
     bridge = Hl7Bridge(settings, MllpClient("127.0.0.1", rx.port, ack_timeout_s=5), Outbox(tmp_path / "o.sqlite"),
                        group=f"hl7-{unique}", backoff_base_s=0.05, backoff_cap_s=0.3)
     alerts = [_alert(0, "start"), _alert(1, "end")]
@@ -144,12 +150,12 @@ async def test_bridge_retries_rejects_and_hangups_then_delivers(settings: Settin
     finally:
         await bridge.stop()
         await rx.stop()
-    # the start event was tried 4 times (AE, hang-up, AR, AA) before the end event went out: order kept
+    # the start event was tried 5 times (AE, hang-up, AR, wrong ACK, AA) before the end event went out: order kept
     ids = [str(hl7.parse(m).segment("MSH")[10]) for m in rx.received]
-    assert ids == [alerts[0].event_id] * 4 + [alerts[1].event_id]
+    assert ids == [alerts[0].event_id] * 5 + [alerts[1].event_id]
     failures = {s.labels["reason"]: s.value for s in next(iter(bridge.metrics.failures.collect())).samples
                 if s.name.endswith("_total")}
-    assert failures == {"rejected": 2.0, "transport": 1.0}
+    assert failures == {"rejected": 2.0, "transport": 2.0}
     assert rx.connections >= 2  # reconnected after the hang-up
 
 

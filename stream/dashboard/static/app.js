@@ -31,6 +31,7 @@ function announce(text) {
 
 function beep() {
   if (!audio) return;
+  document.body.dataset.beeps = String(Number(document.body.dataset.beeps || 0) + 1);  // for tests and audits
   const t0 = audio.currentTime;
   for (let i = 0; i < 3; i++) {  // three short tones: a high-priority pattern
     const osc = audio.createOscillator();
