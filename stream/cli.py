@@ -12,6 +12,7 @@ import logging
 from typing import Any
 
 from stream.processor import ModelInfo, PredictorLike
+from stream.errors import SettingsError
 from stream.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -20,7 +21,7 @@ log = logging.getLogger(__name__)
 def _import(spec: str) -> Any:
     module, _, name = spec.partition(":")
     if not module or not name:
-        raise SystemExit(f"--predictor must look like 'package.module:factory', got {spec!r}")
+        raise SettingsError(f"--predictor must look like 'package.module:factory', got {spec!r}")
     return getattr(importlib.import_module(module), name)
 
 
@@ -35,7 +36,7 @@ def load_model(settings: Settings, predictor_spec: str = "") -> tuple[PredictorL
         pred = _import(predictor_spec)(settings)
         info = getattr(pred, "info", None) or ModelInfo(pred.name, "custom", "", 0.5)
         return pred, info
-    from engine.checkpoint import load_checkpoint
+    from engine.checkpoint import load_checkpoint, model_version
     from engine.predictor import make_predictor
 
     loaded = load_checkpoint(settings.checkpoint or None)
@@ -47,15 +48,9 @@ def load_model(settings: Settings, predictor_spec: str = "") -> tuple[PredictorL
             raise
         log.warning("backend %r failed (%s); falling back to %r", settings.backend, exc, settings.fallback_backend)
         pred = make_predictor(settings.fallback_backend, loaded, **opts)
-    meta = dict(getattr(loaded, "metadata", {}) or {})
-    thresholds = dict(getattr(loaded, "thresholds", None) or meta.get("thresholds") or {})
-    version = str(meta.get("version") or meta.get("model_version") or meta.get("mirage_version") or "")
-    if not version:
-        from mirage import __version__
-
-        version = __version__
-    name = str(meta.get("name") or f"mirage-{loaded.config.name}")
-    return pred, ModelInfo(name, version, str(loaded.sha256), float(loaded.threshold), {k: float(v) for k, v in thresholds.items()})
+    thresholds = {k: float(v) for k, v in loaded.thresholds.items()}
+    info = ModelInfo(f"mirage-{loaded.config.name}", model_version(loaded), str(loaded.sha256), float(loaded.threshold), thresholds)
+    return pred, info
 
 
 def add_connection_args(p: argparse.ArgumentParser) -> None:
@@ -86,9 +81,15 @@ def worker_main(argv: list[str]) -> int:
     p.add_argument("--predictor", default="", help="advanced: 'module:factory' returning a custom predictor instead of the checkpoint")
     p.add_argument("--stats-out", help="rewrite a JSON summary (counts, latency quantiles) to this file every second")
     args = p.parse_args(argv)
-    settings = settings_from_args(args, consumer_group=args.group, metrics_port=args.metrics_port)
-    log.info("settings: %s", {k: v for k, v in settings.redacted().items() if not k.startswith("dashboard")})
-    predictor, info = load_model(settings, args.predictor)
+    from engine.errors import MirageError
+
+    try:
+        settings = settings_from_args(args, consumer_group=args.group, metrics_port=args.metrics_port)
+        log.info("settings: %s", {k: v for k, v in settings.redacted().items() if not k.startswith("dashboard")})
+        predictor, info = load_model(settings, args.predictor)
+    except (MirageError, ImportError) as exc:
+        log.error("cannot start the worker: %s", exc)
+        return 2
     log.info("model %s %s (checkpoint %s) on backend %s", info.name, info.version, info.checkpoint_sha[:12], settings.backend)
     from stream.worker import StreamWorker
 

@@ -228,3 +228,39 @@ async def test_restart_rescores_every_window_not_yet_scored(stream_settings: Set
     got = await _collect(s, s.topic_alerts, lambda xs: any(Alert.from_bytes(x.value).phase == "end" for x in xs), 30)
     events = [(a.phase, a.alert_id) for a in map(Alert.from_bytes, (x.value for x in got))]
     assert [p for p, _ in events] == ["start", "end"] and events[0][1] == events[1][1]
+
+
+async def test_worker_serves_a_real_checkpoint(stream_settings: Settings, tmp_path: Path) -> None:
+    """The production loading path: a tiny random-init MIRAGE saved as a checkpoint, torch backend.
+
+    With ``threshold = 0`` every window is positive, so every bed must alert once k of n windows
+    are in; the alert names the model and the checkpoint's SHA-256.
+    """
+    from aiokafka import AIOKafkaProducer
+
+    from engine.checkpoint import save_checkpoint
+    from engine.model import Mirage
+    from stream.demo import WorkerProcess
+
+    ckpt = tmp_path / "tiny.pt"
+    sha = save_checkpoint(ckpt, Mirage(CFG), CFG, threshold=0.0, metrics={})
+    s = stream_settings.replace(checkpoint=str(ckpt))
+    worker = WorkerProcess(s, tmp_path / "w")
+    prod = AIOKafkaProducer(bootstrap_servers=s.bootstrap_servers, acks="all")
+    await prod.start()
+    try:
+        await worker.wait_ready(90)
+        t0 = time.time_ns()
+        recs = {f"bed-{i}": bed_record(0.3, 12, 10 + i) for i in range(2)}
+        for seq in range(12):
+            for bed, rec in recs.items():
+                await prod.send(s.topic_chunks, chunk_bytes(bed, rec, seq, t0), key=bed.encode())
+        await prod.flush()
+        got = await _collect(s, s.topic_alerts, lambda xs: len(xs) >= 2, 60)
+    finally:
+        await prod.stop()
+        await asyncio.to_thread(worker.stop)
+    alerts = [Alert.from_bytes(x.value) for x in got]
+    assert sorted(a.bed_id for a in alerts) == ["bed-0", "bed-1"], worker.logfile.read_text()[-2000:]
+    assert all(a.phase == "start" and a.window_seq == 1 and a.checkpoint_sha == sha for a in alerts)
+    assert alerts[0].model_name == "mirage-tiny" and 0.0 <= alerts[0].probability <= 1.0
