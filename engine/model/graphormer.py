@@ -1,0 +1,83 @@
+"""The ECG branch: a Graphormer encoder over the 12 lead tokens plus a CLS (virtual) token.
+
+Each lead's whole window is one token, ``h_l = W_proj x_l + b`` (one ``W_proj`` shared by all
+leads), plus a learnable lead embedding. A learnable spatial bias ``B`` (one ``13 x 13`` matrix per
+head; row/column 0 is the CLS token, Graphormer's virtual node) is built once per forward pass
+and added to ``QK^T`` before the softmax in every layer (Ying et al., NeurIPS 2021). FiLM from
+the labs modulates the tokens after every block. The CLS output is ``z_ts``.
+
+The optional ``conv_stem`` (a named improvement, off in the paper preset) runs a small residual
+temporal convolution per lead before the projection.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from engine.config import MirageConfig
+from engine.model.block import Block
+from engine.model.film import film
+
+
+class ConvStem(nn.Module):
+    """Residual per-lead temporal convolutions ``(B, L, T) -> (B, L, T)`` (same for every lead)."""
+
+    def __init__(self, channels: int = 16, kernel: int = 9) -> None:
+        super().__init__()
+        pad = kernel // 2
+        self.net = nn.Sequential(
+            nn.Conv1d(1, channels, kernel, padding=pad), nn.GELU(),
+            nn.Conv1d(channels, channels, kernel, padding=pad), nn.GELU(),
+            nn.Conv1d(channels, 1, kernel, padding=pad),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, L, T = x.shape
+        y = self.net(x.reshape(B * L, 1, T))  # (B*L, 1, T)
+        return x + y.reshape(B, L, T)
+
+
+class GraphormerEncoder(nn.Module):
+    """Lead tokens + CLS through ``cfg.ecg_depth`` biased-attention blocks."""
+
+    def __init__(self, cfg: MirageConfig) -> None:
+        super().__init__()
+        D, H, L = cfg.embed_dim, cfg.num_heads, cfg.n_leads
+        self.stem = ConvStem() if cfg.conv_stem else None
+        self.proj = nn.Linear(cfg.T, D)  # h_l = W_proj x_l + b
+        self.lead_embed = nn.Parameter(torch.zeros(1, L, D))
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, D))
+        self.spatial_bias = nn.Parameter(torch.zeros(H, L + 1, L + 1))  # (H, 13, 13)
+        self.blocks = nn.ModuleList(Block(D, H, cfg.mlp_ratio, cfg.dropout) for _ in range(cfg.ecg_depth))
+        self.norm = nn.LayerNorm(D)
+        nn.init.trunc_normal_(self.lead_embed, std=0.02)
+        nn.init.trunc_normal_(self.cls_token, std=0.02)
+        nn.init.trunc_normal_(self.spatial_bias, std=0.02)
+
+    def forward(self, ecg: torch.Tensor, gammas: torch.Tensor | None = None, betas: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encode.
+
+        Args:
+            ecg: ``(B, L, T)``.
+            gammas, betas: FiLM ``(depth, B, D)`` or None.
+
+        Returns:
+            ``(tokens (B, 1+L, D), lead_weights (B, L))``: lead_weights is the CLS row of the last
+            block's attention, averaged over heads.
+        """
+        x = self.stem(ecg) if self.stem is not None else ecg
+        h = self.proj(x) + self.lead_embed  # (B, L, D)
+        h = torch.cat([self.cls_token.expand(h.shape[0], -1, -1), h], dim=1)  # (B, 1+L, D)
+        bias = self.spatial_bias.unsqueeze(0)  # (1, H, 1+L, 1+L): built once, handed to every block
+        weights: torch.Tensor | None = None
+        last = len(self.blocks) - 1
+        for i, blk in enumerate(self.blocks):
+            h, w = blk(h, bias, need_weights=(i == last))
+            if w is not None:
+                weights = w
+            if gammas is not None and betas is not None:
+                h = film(h, gammas[i], betas[i])
+        lead_weights = weights[:, :, 0, 1:].mean(dim=1)  # (B, L)
+        return self.norm(h), lead_weights
