@@ -102,7 +102,9 @@ async def test_worker_end_to_end(stream_settings: Settings, tmp_path: Path) -> N
     from stream.demo import WorkerProcess
     from stream.labcache import lab_key
 
-    s = stream_settings
+    from deploy.services import free_port
+
+    s = stream_settings.replace(metrics_port=free_port())
     here = Path(__file__).parent
     worker = WorkerProcess(s, tmp_path / "w", predictor="test_worker:make_predictor",
                            env={"PYTHONPATH": str(here)})
@@ -166,6 +168,18 @@ async def test_worker_end_to_end(stream_settings: Settings, tmp_path: Path) -> N
             await asyncio.sleep(0.2)
         stats = json.loads(worker.stats.read_text())
         assert stats["chunks"] == 3 * 14 + 1 and stats["deadletters"] == 1 and stats["windows"] == 9
+        # Prometheus metrics and the health check
+        import aiohttp
+
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"http://127.0.0.1:{s.metrics_port}/metrics") as resp:
+                text = await resp.text()
+            async with http.get(f"http://127.0.0.1:{s.metrics_port}/healthz") as resp:
+                health = (resp.status, await resp.json())
+        assert "mirage_windows_total 9.0" in text
+        assert 'mirage_deadletters_total{reason="truncated"} 1.0' in text or 'mirage_deadletters_total{reason="bad_magic"} 1.0' in text
+        assert 'mirage_alerts_total{phase="start",type="mi"} 2.0' in text and "mirage_e2e_latency_seconds_count 9.0" in text
+        assert health[0] == 200 and health[1]["ok"] is True
     finally:
         await prod.stop()
         await r.aclose()
