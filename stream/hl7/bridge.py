@@ -63,13 +63,13 @@ class Hl7Bridge:
     """
 
     def __init__(self, settings: Settings, client: MllpClient, outbox: Outbox, *, group: str = "mirage-hl7-bridge",
-                 endpoint: Endpoint = Endpoint(), backoff_base_s: float = 0.5, backoff_cap_s: float = 60.0,
+                 endpoint: Endpoint | None = None, backoff_base_s: float = 0.5, backoff_cap_s: float = 60.0,
                  alarm_after: int = 5, metrics: BridgeMetrics | None = None) -> None:
         self.settings = settings
         self.client = client
         self.outbox = outbox
         self.group = group
-        self.endpoint = endpoint
+        self.endpoint = endpoint or Endpoint()
         self.backoff_base_s = backoff_base_s
         self.backoff_cap_s = backoff_cap_s
         self.alarm_after = alarm_after

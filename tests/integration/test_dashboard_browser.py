@@ -70,8 +70,9 @@ def browsers(tmp_path):
 
 def _start_dashboard(services, settings_env: dict[str, str], port: int, token_file: Path, log: Path) -> subprocess.Popen:
     env = {**os.environ, **settings_env}
-    proc = subprocess.Popen([sys.executable, "-m", "mirage", "dashboard", "--port", str(port), "--token-file", str(token_file)],
-                            env=env, cwd=REPO, stdout=open(log, "ab"), stderr=subprocess.STDOUT, start_new_session=True)
+    with open(log, "ab") as logf:
+        proc = subprocess.Popen([sys.executable, "-m", "mirage", "dashboard", "--port", str(port), "--token-file", str(token_file)],
+                                env=env, cwd=REPO, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True)
     from deploy.services import _wait_port
 
     _wait_port(port, proc, "mirage dashboard", timeout=60)
