@@ -118,3 +118,24 @@ def test_ack_validation_names_the_field(obj: object) -> None:
 def test_ack_roundtrip() -> None:
     a = ack()
     assert Ack.from_mapping(a.to_dict()) == a
+
+
+# -- the ward token (stream/dashboard/auth.py) ------------------------------------------------------
+def test_token_sources_and_checks(tmp_path) -> None:
+    from stream.dashboard.auth import load_token, session_value
+    from stream.errors import SettingsError
+
+    f = tmp_path / "token"
+    f.write_text("file-token-0123456789\n")
+    assert load_token(str(f), "settings-token-0123456789", env={}) == "file-token-0123456789"
+    assert load_token(None, "", env={"MIRAGE_DASHBOARD_TOKEN_FILE": str(f)}) == "file-token-0123456789"
+    assert load_token(None, "settings-token-0123456789", env={}) == "settings-token-0123456789"
+    with pytest.raises(SettingsError, match="needs a token"):
+        load_token(None, "", env={})
+    with pytest.raises(SettingsError, match="5 characters") as exc:
+        load_token(None, "short", env={})
+    assert "short" not in str(exc.value)  # the message names the length, never the secret
+    with pytest.raises(SettingsError, match="cannot read"):
+        load_token(str(tmp_path / "missing"), "", env={})
+    cookie = session_value("file-token-0123456789")
+    assert "file-token" not in cookie and cookie != session_value("other-token-0123456789")
