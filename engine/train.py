@@ -288,6 +288,6 @@ def choose_thresholds(labels: np.ndarray, probs: np.ndarray) -> dict[str, float]
     With a single-class validation split the start threshold falls back to 0.5.
     """
     if 0 < labels.sum() < len(labels):
-        start = M.sens_at_spec(labels, probs, 0.9).threshold
+        start = min(1.0, M.sens_at_spec(labels, probs, 0.9).threshold)
         return {"start": float(start), "end": M.hysteresis_end(start, labels, probs)}
     return {"start": 0.5, "end": 0.4}

@@ -143,7 +143,7 @@ def run_training(plan: DataPlan, cfg: MirageConfig, opts: TrainOptions, out: str
         "history": [asdict(h) for h in result.history],
         "command": command,
         "train_seconds": round(seconds, 1),
-        "torch": torch.__version__,
+        "torch": str(torch.__version__),
         "host": platform.machine(),
     }
     sha = save_checkpoint(out, result.model, cfg, threshold=thresholds["start"], metrics=metrics, extra=extra)

@@ -75,7 +75,7 @@ def test_train_writes_loadable_checkpoint_and_resumes(toy: Path, tmp_path: Path,
 
 def test_evaluate_known_answers(toy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "ck.pt"
-    assert _train(toy, out, 6) == 0
+    assert _train(toy, out, 3) == 0
     capsys.readouterr()
     rep_dir = tmp_path / "report"
     assert evaluate_main(["--checkpoint", str(out), "--data", str(toy), "--out", str(rep_dir), "--no-progress", "--cache", ""]) == 0
