@@ -169,6 +169,11 @@ def test_alert_turns_bed_red_and_ack_shows_on_second_page(services, unique, tmp_
         r.set(f"mirage:snapshot:{alert.alert_id}", render_paper_png(ecg, 100.0), ex=600)
         r.close()
         _publish_alert(services.bootstrap, alerts_topic, alert)
+        tech = Alert(alert_id=f"technical-browser-{unique}", alert_type="technical", kind="leads_off", phase="start",
+                     bed_id="ICU-4", patient_id="PSEUDO-4", probability=None, threshold_start=None, threshold_end=None,
+                     window_start_ns=now - 10 * 10**9, window_end_ns=now, window_seq=3, model_name="mirage",
+                     model_version="1", checkpoint_sha="abc", level=1, quality_flags=["missing:V3"], emitted_ns=now)
+        _publish_alert(services.bootstrap, alerts_topic, tech)
 
         card1 = _wait_state(page1, "ICU-3", "mi_suspected")
         card2 = _wait_state(page2, "ICU-3", "mi_suspected")
@@ -179,6 +184,12 @@ def test_alert_turns_bed_red_and_ack_shows_on_second_page(services, unique, tmp_
             assert "hs-troponin I" in card.find_element(By.CSS_SELECTOR, ".labs").text
         # a new level-2 alert beeps (WebAudio) where sound is enabled
         WebDriverWait(page1, 10).until(lambda d: d.execute_script("return document.body.dataset.beeps") == "2")
+        # a technical alert is shown apart from the MI state: the bed stays "Quiet" with a technical pill
+        tech_card = _wait_state(page1, "ICU-4", "quiet")
+        WebDriverWait(page1, 10).until(lambda d: "leads off" in tech_card.find_element(By.CSS_SELECTOR, ".tech-pill").text)
+        assert tech_card.find_element(By.CSS_SELECTOR, ".state-label").text == "Quiet"
+        assert "missing:V3" in tech_card.find_element(By.CSS_SELECTOR, ".techs").text
+        assert not tech_card.find_element(By.CSS_SELECTOR, ".mi").is_displayed()
         live = page1.find_element(By.ID, "live")
         assert "MI suspected" in live.get_attribute("textContent") and live.get_attribute("aria-live") == "assertive"
         # the ECG snapshot image loaded (served from Redis through the authenticated endpoint)

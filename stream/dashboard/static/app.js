@@ -90,6 +90,7 @@ function render(view) {
     lvl.className = `level level-${mi.level}`;
     setText(card, ".leads", (mi.top_leads || []).join(", ") || "—");
     setText(card, ".quality", (mi.quality_flags || []).join(", ") || "good");
+    setText(card, ".advisories", (mi.advisories || []).join(", ") || "none");
     const labs = card.querySelector(".labs");
     labs.replaceChildren();
     if (!mi.labs_available) {
@@ -135,7 +136,12 @@ function render(view) {
     }
     techs.append(li);
   }
-  card.querySelector(".tech-box").classList.toggle("hidden", !(view.technical || []).length);
+  const nTech = (view.technical || []).length;
+  card.querySelector(".tech-box").classList.toggle("hidden", !nTech);
+  card.classList.toggle("has-tech", nTech > 0);
+  const techPill = card.querySelector(".tech-pill");
+  techPill.classList.toggle("hidden", !nTech);
+  techPill.textContent = nTech ? `Technical: ${view.technical.map((t) => t.kind.replace(/_/g, " ")).join(", ")}` : "";
   beds.set(view.bed_id, view);
   document.getElementById("empty").classList.toggle("hidden", beds.size > 0);
   notifyNew(view);
