@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from stream.deadletter import DeadLetter, DeadLetterSink
-from stream.errors import WireError
+from stream.errors import WindowError, WireError
 from stream.kafka import faust_app, producer as make_producer
 from stream.labcache import LabCache
 from stream.metrics import MetricsServer, StreamMetrics
@@ -190,8 +190,10 @@ class StreamWorker:
             msg = ev.message
             try:
                 chunk = decode_chunk(ev.value, max_bytes=s.max_message_bytes)
-            except WireError as exc:
-                await self._dead_letter(ev, exc.reason, exc.detail)
+                self.processor.windower.window_samples(chunk.fs)  # the window must be whole samples at this rate
+            except (WireError, WindowError) as exc:
+                reason, detail = (exc.reason, exc.detail) if isinstance(exc, WireError) else ("unsupported_rate", str(exc))
+                await self._dead_letter(ev, reason, detail)
                 ev.ack()
                 self.metrics.chunks.labels(result="dead_letter").inc()
                 continue

@@ -126,8 +126,10 @@ async def test_worker_end_to_end(stream_settings: Settings, tmp_path: Path) -> N
         for seq in range(14):
             for bed, rec in recs.items():
                 await prod.send(s.topic_chunks, chunk_bytes(bed, rec, seq, t0), key=bed.encode())
-            if seq == 5:  # 3. a poison message in the middle of the stream
+            if seq == 5:  # 3. poison messages in the middle of the stream
                 await prod.send(s.topic_chunks, b"NOT AN ECG CHUNK", key=b"bed-hi")
+                odd = EcgChunk("bed-x", "pat-x", 0, t0, 333.3, LEADS8, np.zeros((8, 100), np.float32))
+                await prod.send(s.topic_chunks, encode_chunk(odd), key=b"bed-x")
         await prod.flush()
 
         def both_started(recs_: list) -> bool:
@@ -156,8 +158,9 @@ async def test_worker_end_to_end(stream_settings: Settings, tmp_path: Path) -> N
             assert png is not None and png[:8] == b"\x89PNG\r\n\x1a\n"
             assert 0 < await r.ttl(f"mirage:snapshot:{hi.alert_id}") <= 24 * 3600
 
-        dls = await _collect(s, s.topic_deadletter, lambda x: len(x) >= 1, 30)
-        assert len(dls) == 1 and dls[0].value == b"NOT AN ECG CHUNK" and dls[0].key == b"bed-hi"
+        dls = await _collect(s, s.topic_deadletter, lambda x: len(x) >= 2, 30)
+        assert len(dls) == 2 and dls[0].value == b"NOT AN ECG CHUNK" and dls[0].key == b"bed-hi"
+        assert dict(dls[1].headers)["mirage-reason"] == b"unsupported_rate" and dls[1].key == b"bed-x"
         headers = dict(dls[0].headers)
         assert headers["mirage-reason"] == b"truncated" or headers["mirage-reason"] == b"bad_magic"
         assert headers["mirage-source-topic"] == s.topic_chunks.encode() and headers["mirage-detail"]
@@ -167,7 +170,7 @@ async def test_worker_end_to_end(stream_settings: Settings, tmp_path: Path) -> N
             assert time.monotonic() < deadline, worker.stats.read_text()
             await asyncio.sleep(0.2)
         stats = json.loads(worker.stats.read_text())
-        assert stats["chunks"] == 3 * 14 + 1 and stats["deadletters"] == 1 and stats["windows"] == 9
+        assert stats["chunks"] == 3 * 14 + 2 and stats["deadletters"] == 2 and stats["windows"] == 9
         # Prometheus metrics and the health check
         import aiohttp
 
