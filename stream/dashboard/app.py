@@ -47,7 +47,6 @@ CLIENTS_KEY = web.AppKey("clients", set)
 REDIS_KEY = web.AppKey("redis", object)
 SHOWN_KEY = web.AppKey("shown", dict)  # bed -> state last pushed to pages
 EXPIRE_TASK_KEY = web.AppKey("expire_task", asyncio.Task)
-_EXPIRE_EVERY_S = 15.0
 
 
 @web.middleware
@@ -70,10 +69,10 @@ def _broadcast(app: web.Application, bed_id: str) -> None:
     _push(app, "bed", json.dumps(view, separators=(",", ":")))
 
 
-async def _expire_loop(app: web.Application) -> None:
+async def _expire_loop(app: web.Application, every_s: float) -> None:
     """Push beds whose state changed with time alone (an ended episode past its retention)."""
     while True:
-        await asyncio.sleep(_EXPIRE_EVERY_S)
+        await asyncio.sleep(every_s)
         now = time.time_ns()
         for bed in app[STATE_KEY].beds():
             if app[STATE_KEY].bed_view(bed, now)["state"] != app[SHOWN_KEY].get(bed):
@@ -180,7 +179,7 @@ async def logout(request: web.Request) -> web.StreamResponse:
 
 
 def create_app(settings: Settings, token: str, *, group: str | None = None, redis: Any = None,
-               ended_retention_s: float = 3600.0) -> web.Application:
+               ended_retention_s: float = 3600.0, expire_every_s: float = 15.0) -> web.Application:
     """Build the dashboard application (the feed and Redis start with the app).
 
     Args:
@@ -189,6 +188,7 @@ def create_app(settings: Settings, token: str, *, group: str | None = None, redi
         group: consumer group of this instance (default: a fresh one).
         redis: an asyncio Redis client to use instead of one from ``settings.redis_url``.
         ended_retention_s: how long an ended MI episode stays on the bed.
+        expire_every_s: how often beds are checked for a state change by time alone.
     """
     app = web.Application(middlewares=[security_headers, auth_middleware(token)])
     state = WardState(ended_retention_s=ended_retention_s)
@@ -206,7 +206,7 @@ def create_app(settings: Settings, token: str, *, group: str | None = None, redi
 
     async def on_startup(app: web.Application) -> None:
         await app[FEED_KEY].start()
-        app[EXPIRE_TASK_KEY] = asyncio.create_task(_expire_loop(app), name="dashboard-expire")
+        app[EXPIRE_TASK_KEY] = asyncio.create_task(_expire_loop(app, expire_every_s), name="dashboard-expire")
 
     async def on_shutdown(app: web.Application) -> None:
         for q in list(app[CLIENTS_KEY]):

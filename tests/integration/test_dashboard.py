@@ -185,6 +185,33 @@ async def test_live_alert_ack_across_instances_snapshot_and_restart(settings: Se
         await s3.close()
 
 
+async def test_ended_episode_turns_quiet_on_open_pages_after_retention(settings: Settings) -> None:
+    await create_topics_async(settings.bootstrap_servers, {settings.topic_alerts: 1, settings.topic_acks: 1})
+    server = TestServer(create_app(settings, TOKEN, ended_retention_s=2.0, expire_every_s=0.2))
+    await server.start_server()
+    url = str(server.make_url("")).rstrip("/")
+    try:
+        async with aiohttp.ClientSession() as s:
+            deadline = time.monotonic() + 40
+            while True:  # the instance has read both topics to their end
+                async with s.get(url + "/api/state", headers=BEARER) as r:
+                    if (await r.json())["caught_up"]:
+                        break
+                assert time.monotonic() < deadline, "dashboard never caught up"
+                await asyncio.sleep(0.1)
+            async with s.get(url + "/api/events", headers=BEARER, timeout=aiohttp.ClientTimeout(total=60)) as ev:
+                events = sse_events(ev)
+                start = mi_start("B5", "mi-expiry-test", level=1)  # times taken now: retention counts from here
+                end = Alert(**{**start.__dict__, "phase": "end", "window_seq": 9, "event_id": ""})
+                await publish(settings, start, end)
+                ended = await wait_bed(events, "B5", "ended", timeout=40)
+                assert ended["mi"]["ended_ns"] is not None
+                quiet = await wait_bed(events, "B5", "quiet", timeout=10)  # pushed without any new message
+                assert quiet["mi"] is None
+    finally:
+        await server.close()
+
+
 @pytest.mark.slow
 async def test_worker_alert_reaches_the_dashboard_with_its_snapshot(settings: Settings, services, unique, tmp_path) -> None:
     """The full path: ECG chunks -> the real ``mirage worker`` process -> alerts topic -> dashboard,
