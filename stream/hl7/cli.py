@@ -32,16 +32,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backoff-cap", type=float, default=60.0, metavar="S", help="longest retry delay (default 60 s)")
     p.add_argument("--sending-app", default="MIRAGE^0000000000000001^EUI-64", help="MSH-3 sending application (HD)")
     p.add_argument("--receiving-app", default="ACM", help="MSH-5 receiving application")
+    p.add_argument("--tls", action="store_true", help="MLLP over TLS (receiver certificate and host name verified)")
+    p.add_argument("--tls-cafile", default=None, help="CA bundle that signed the receiver's certificate (default: system CAs)")
+    p.add_argument("--tls-certfile", default=None, help="client certificate for mutual TLS (PEM)")
+    p.add_argument("--tls-keyfile", default=None, help="client private key for mutual TLS (PEM)")
     p.add_argument("--metrics-port", type=int, default=0, help="serve Prometheus metrics on 127.0.0.1:PORT (0 = off)")
     return p
 
 
 async def _serve(args: argparse.Namespace, settings: Settings) -> int:
     from stream.hl7.bridge import Hl7Bridge
-    from stream.hl7.mllp import MllpClient, Outbox
+    from stream.hl7.mllp import MllpClient, Outbox, tls_context
     from stream.hl7.pcd04 import Endpoint
 
-    bridge = Hl7Bridge(settings, MllpClient(args.host, args.port, ack_timeout_s=args.ack_timeout), Outbox(args.outbox),
+    ctx = tls_context(args.tls_cafile, args.tls_certfile, args.tls_keyfile) if args.tls else None
+    client = MllpClient(args.host, args.port, ack_timeout_s=args.ack_timeout, ssl_context=ctx)
+    bridge = Hl7Bridge(settings, client, Outbox(args.outbox),
                        group=args.group, endpoint=Endpoint(sending_app=args.sending_app, receiving_app=args.receiving_app),
                        backoff_base_s=args.backoff_base, backoff_cap_s=args.backoff_cap)
     if args.metrics_port:

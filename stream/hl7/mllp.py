@@ -15,6 +15,7 @@ import asyncio
 import logging
 import random
 import sqlite3
+import ssl
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,19 +54,32 @@ def backoff_s(attempt: int, base_s: float = 0.5, cap_s: float = 60.0, rng: rando
     return min(cap_s, raw * r)
 
 
+def tls_context(cafile: str | None = None, certfile: str | None = None, keyfile: str | None = None) -> ssl.SSLContext:
+    """A client TLS context for MLLP over TLS: verifies the receiver (system CAs or ``cafile``,
+    host name checked), TLS 1.2 or newer, and presents ``certfile``/``keyfile`` for mutual TLS."""
+    ctx = ssl.create_default_context(cafile=cafile or None)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    if certfile:
+        ctx.load_cert_chain(certfile, keyfile or None)
+    return ctx
+
+
 class MllpClient:
     """One persistent MLLP connection to an alarm manager.
 
     Args:
         host, port: receiver address.
         ack_timeout_s: how long to wait for the ACK of one message.
-        connect_timeout_s: TCP connect timeout.
+        connect_timeout_s: TCP (and TLS handshake) timeout.
+        ssl_context: MLLP over TLS when given (see :func:`tls_context`).
     """
 
-    def __init__(self, host: str, port: int, *, ack_timeout_s: float = 10.0, connect_timeout_s: float = 5.0) -> None:
+    def __init__(self, host: str, port: int, *, ack_timeout_s: float = 10.0, connect_timeout_s: float = 5.0,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
         self.host, self.port = host, port
         self.ack_timeout_s = ack_timeout_s
         self.connect_timeout_s = connect_timeout_s
+        self.ssl_context = ssl_context
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
 
@@ -77,8 +91,8 @@ class MllpClient:
         if self._reader is None or self._writer is None or self._writer.is_closing():
             try:
                 self._reader, self._writer = await asyncio.wait_for(
-                    asyncio.open_connection(self.host, self.port), timeout=self.connect_timeout_s)
-            except (OSError, asyncio.TimeoutError) as exc:
+                    asyncio.open_connection(self.host, self.port, ssl=self.ssl_context), timeout=self.connect_timeout_s)
+            except (OSError, asyncio.TimeoutError) as exc:  # ssl.SSLError is an OSError
                 raise MllpError(f"cannot connect to MLLP receiver {self.where}: {exc or type(exc).__name__}") from None
         return self._reader, self._writer
 

@@ -213,3 +213,37 @@ async def test_cli_bridge_forwards_and_stops_cleanly(settings: Settings, unique:
     assert proc.returncode == 0, out.decode()[-2000:]
     assert str(hl7.parse(rx.accepted[0]).segment("PV1")[3]) == "^^B9"
     assert "hl7 bridge stopped" in out.decode()
+
+
+async def test_mllp_over_tls_verifies_the_receiver(tmp_path: Path) -> None:
+    """MLLP over TLS: a client trusting the receiver's CA gets its ACK; one that does not is refused."""
+    import shutil
+    import ssl
+    import subprocess
+
+    from stream.hl7.mllp import MllpError, tls_context
+    from stream.hl7.pcd04 import build_oru_r40
+
+    if not shutil.which("openssl"):
+        pytest.skip("openssl command not found (needed to make a test certificate)")
+    cert, key = tmp_path / "rx.pem", tmp_path / "rx.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True)
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(str(cert), str(key))
+    rx = MllpReceiver()
+    rx.server = await asyncio.start_server(rx._handle, "127.0.0.1", 0, ssl=server_ctx)
+    port = rx.server.sockets[0].getsockname()[1]
+    msg = build_oru_r40(_alert(0, "start"), "tls-1", now_ns=time.time_ns())
+    try:
+        good = MllpClient("127.0.0.1", port, ssl_context=tls_context(cafile=str(cert)))
+        ack = await good.send(msg)
+        await good.close()
+        assert ack.accepted and ack.control_id == "tls-1" and rx.accepted == [msg]
+        untrusting = MllpClient("127.0.0.1", port, ssl_context=tls_context(), connect_timeout_s=3)
+        with pytest.raises(MllpError, match="cannot connect"):
+            await untrusting.send(msg)
+        assert len(rx.received) == 1
+    finally:
+        await rx.stop()
