@@ -148,22 +148,40 @@ def _load(checkpoint: str | None, preset: str | None) -> tuple[Any, str]:
 
 
 def random_init_checkpoint(preset: str, seed: int = 0) -> Any:
-    """A ``LoadedCheckpoint`` of a freshly initialised model (saved to a temp file and loaded back)."""
-    import tempfile
+    """A ``LoadedCheckpoint`` of a freshly initialised model, saved in the cache dir and loaded back.
 
+    The file stays (``$MIRAGE_CACHE_DIR``) so every backend, the torch baseline included, can be
+    built from the same checkpoint path.
+    """
     import torch
 
     from engine.checkpoint import load_checkpoint, save_checkpoint
     from engine.config import get_preset
     from engine.model import Mirage
+    from trt.backends import cache_dir
 
+    path = cache_dir() / f"random-{preset}-seed{seed}.pt"
+    if path.is_file():  # same file, same SHA-256: the cached ONNX export is reused
+        try:
+            return load_checkpoint(path)
+        except Exception as exc:  # noqa: BLE001 - e.g. the architecture changed since: make a new one
+            log.info("re-creating %s (%s)", path.name, exc)
     cfg = get_preset(preset)
     torch.manual_seed(seed)
     model = Mirage(cfg).eval()
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / f"random-{preset}.pt"
-        save_checkpoint(path, model, cfg, threshold=0.5, metrics={})
-        return load_checkpoint(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(path, model, cfg, threshold=0.5, metrics={})
+    return load_checkpoint(path)
+
+
+def _not_worth_it(name: str) -> str | None:
+    """Why a backend is left out of a default run on this machine (``--backends`` overrides)."""
+    if name == "torch-bf16":
+        from trt.torch_backends import cpu_has_native_bf16
+
+        if not cpu_has_native_bf16():
+            return "no native bf16 on this CPU (no avx512_bf16/amx_bf16): emulated bf16 is slower than fp32; name it in --backends to time it anyway"
+    return None
 
 
 def run_bench(
@@ -175,6 +193,7 @@ def run_bench(
     batches: Sequence[int],
     seconds: float,
     threads: int | None,
+    explicit: bool = False,
 ) -> list[BackendResult]:
     """Create every backend, score it against the baseline, time it; returns baseline first."""
     from engine.predictor import make_predictor
@@ -182,17 +201,13 @@ def run_bench(
 
     results: list[BackendResult] = []
     predictors: dict[str, Any] = {}
-    base = make_predictor(BASELINE, loaded.path) if loaded.path is not None else None
-    if base is None:
-        from engine.predictor import TorchPredictor
-
-        base = TorchPredictor(loaded.model, loaded.config)
+    base = make_predictor(BASELINE, loaded.path)
     predictors[BASELINE] = base
     base_probs = all_probs(base, inputs)
     base_auc = auroc(base_probs, labels) if labels is not None else None
     results.append(BackendResult(BASELINE, auroc=base_auc, auroc_delta=0.0 if base_auc is not None else None, max_prob_diff=0.0))
     for name in backends:
-        reason = unavailable_reason(name)
+        reason = unavailable_reason(name) or (None if explicit else _not_worth_it(name))
         if reason:
             results.append(BackendResult(name, skipped=reason))
             continue
@@ -297,7 +312,8 @@ def bench_main(argv: list[str]) -> int:
     inputs, labels, data_source = load_eval_inputs(cfg, ptbxl=data if data.is_dir() else None, limit=args.limit)
     backends = [b.strip() for b in args.backends.split(",")] if args.backends else [*CPU_CANDIDATES, *GPU_CANDIDATES]
     print(f"model: {source} ({cfg.name}); data: {data_source}; cores: {len(os.sched_getaffinity(0))}; load: {load_before[0]:.2f}")
-    results = run_bench(loaded, inputs, labels, backends=backends, batches=batches, seconds=args.seconds, threads=args.threads)
+    results = run_bench(loaded, inputs, labels, backends=backends, batches=batches, seconds=args.seconds,
+                        threads=args.threads, explicit=bool(args.backends))
     print(format_table(results, batches))
     out = summary(results, max_auroc_change=args.max_auroc_change)
     out.update({

@@ -21,7 +21,7 @@ pytest.importorskip("engine.checkpoint", reason="engine.checkpoint (engineer A) 
 def loaded(tmp_path_factory):
     from trt.bench import random_init_checkpoint
 
-    return random_init_checkpoint("tiny", seed=1)
+    return random_init_checkpoint("tiny", seed=0)  # the bench test below uses the same one
 
 
 @pytest.fixture(autouse=True)
@@ -95,6 +95,7 @@ def test_int8_is_close_to_fp32(loaded) -> None:
     assert diff.max() > 0.0  # it really is a different (quantised) graph
 
 
+@pytest.mark.slow
 def test_bench_runs_and_prints_json_last(capsys, tmp_path: Path) -> None:
     from trt.bench import bench_main
 
