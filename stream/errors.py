@@ -24,3 +24,7 @@ class WindowError(MirageError, ValueError):
 
 class PolicyError(MirageError, ValueError):
     """Alert-policy settings are inconsistent (names the values)."""
+
+
+class AuditError(MirageError, ValueError):
+    """The audit trail cannot be opened or written (names the database file and the cause)."""

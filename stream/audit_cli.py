@@ -1,0 +1,125 @@
+"""``mirage audit``: keep the audit trail of alert decisions (``run``), read it (``query``), check it (``verify``)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+from datetime import datetime, timezone
+from typing import TextIO
+
+from stream.audit import AuditConsumer, AuditRecord, AuditStore
+from stream.errors import AuditError, SettingsError
+from stream.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def parse_time(text: str) -> int:
+    """ISO 8601 date/time -> Unix epoch ns; a time without an offset is UTC."""
+    try:
+        dt = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO 8601 time (e.g. 2026-11-24T10:00:00Z)") from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return int(round(dt.timestamp() * 1e6)) * 1000
+
+
+def format_ns(ns: int) -> str:
+    """Unix epoch ns -> ``2026-11-24T10:00:00.123Z``."""
+    return datetime.fromtimestamp(ns / 1e9, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="mirage audit",
+        description="The audit trail of alert decisions: every event on the alerts topic (MI and technical) with "
+                    "its window, probability, thresholds, policy state, model version and the labs it used, kept "
+                    "append-only in SQLite (UPDATE/DELETE refused by triggers, rows hash-chained). See docs/AUDIT.md.")
+    sub = p.add_subparsers(dest="action", required=True, metavar="{run,query,verify}")
+    run = sub.add_parser("run", help="consume the alerts topic into the audit database (until Ctrl-C)",
+                         description="Consume the alerts topic with its own consumer group and append every event to "
+                                     "the database; offsets are committed only after the rows are on disk, so a "
+                                     "restart re-reads (and deduplicates) instead of losing events.")
+    run.add_argument("--db", required=True, help="SQLite file of the audit trail (created if missing)")
+    run.add_argument("--group", default="mirage-audit", help="consumer group (default mirage-audit)")
+    run.add_argument("--config", default=None, help="settings TOML file (else $MIRAGE_CONFIG and $MIRAGE_* variables)")
+    q = sub.add_parser("query", help="print audit rows (filters combine with AND)",
+                       description="Print the recorded alert events, oldest window first. Times filter the end of "
+                                   "the window the decision was made on; --until is exclusive.")
+    q.add_argument("--db", required=True, help="SQLite file of the audit trail")
+    q.add_argument("--bed", default=None, help="only this bed")
+    q.add_argument("--since", type=parse_time, default=None, metavar="ISO", help="window end at or after this time (UTC if no offset)")
+    q.add_argument("--until", type=parse_time, default=None, metavar="ISO", help="window end before this time")
+    q.add_argument("--type", choices=("mi", "technical"), default=None, help="only MI or only technical alerts")
+    q.add_argument("--alert-id", default=None, help="only the events of this alert episode")
+    q.add_argument("--limit", type=int, default=None, help="at most N rows")
+    q.add_argument("--json", action="store_true", help="one JSON object per line (the full alert and its provenance)")
+    v = sub.add_parser("verify", help="check the hash chain (detects edited, inserted or removed rows)",
+                       description="Recompute the SHA-256 chain over all rows; exit 0 if intact, 1 naming the first bad row.")
+    v.add_argument("--db", required=True, help="SQLite file of the audit trail")
+    return p
+
+
+def print_table(records: list[AuditRecord], out: TextIO) -> None:
+    """Human-readable rows: one line per event."""
+    head = f"{'window end (UTC)':<24} {'bed':<10} {'type':<9} {'kind':<14} {'phase':<6} {'lvl':>3} {'prob':>6} " \
+           f"{'thr s/e':>9} {'seq':>6} {'model':<14} {'labs':>4}  flags / advisories"
+    print(head, file=out)
+    for r in records:
+        a = r.alert
+        prob = "-" if a.probability is None else f"{a.probability:.3f}"
+        thr = "-" if a.threshold_start is None else f"{a.threshold_start:.2f}/{a.threshold_end:.2f}"
+        notes = ", ".join(a.quality_flags + a.advisories)
+        print(f"{format_ns(a.window_end_ns):<24} {a.bed_id[:10]:<10} {a.alert_type:<9} {a.kind[:14]:<14} {a.phase:<6} "
+              f"{a.level:>3} {prob:>6} {thr:>9} {a.window_seq:>6} {(a.model_version or a.model_name)[:14]:<14} "
+              f"{len(a.labs):>4}  {notes}", file=out)
+    print(f"{len(records)} row(s)", file=out)
+
+
+async def _run(args: argparse.Namespace, settings: Settings) -> int:
+    with AuditStore(args.db) as store:
+        consumer = AuditConsumer(settings, store, group=args.group)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await consumer.start()
+        log.info("audit consumer on %s (group %s) writing %s", settings.topic_alerts, args.group, args.db)
+        try:
+            await consumer.run(stop)
+        except AuditError as exc:
+            log.critical("audit consumer stopped: %s", exc)
+            return 1
+        finally:
+            await consumer.stop()
+            log.info("audit consumer stopped: %s", consumer.stats())
+    return 0
+
+
+def audit_main(argv: list[str]) -> int:
+    """Entry of ``mirage audit``; returns the exit status (2 = bad input or unreadable database)."""
+    args = build_parser().parse_args(argv)
+    try:
+        if args.action == "run":
+            return asyncio.run(_run(args, Settings.load(args.config)))
+        with AuditStore(args.db, create=False) as store:
+            if args.action == "verify":
+                n = store.verify()
+                print(f"{args.db}: hash chain intact over {n} row(s), {store.count('audit_rejects')} rejected message(s)")
+                return 0
+            records = store.query(bed_id=args.bed, since_ns=args.since, until_ns=args.until, alert_type=args.type,
+                                  alert_id=args.alert_id, limit=args.limit)
+        if args.json:
+            for r in records:
+                print(json.dumps(r.to_dict(), separators=(",", ":")))
+        else:
+            print_table(records, sys.stdout)
+        return 0
+    except (AuditError, SettingsError) as exc:
+        print(f"mirage audit: {exc}", file=sys.stderr)
+        return 1 if args.action == "verify" and "hash chain" in str(exc) else 2
