@@ -93,6 +93,7 @@ class StreamWorker:
         self.metrics_server: MetricsServer | None = None
         self._start_lock = asyncio.Lock()
         self.assigned = False
+        self.failed: BaseException | None = None
         self.counts: dict[str, int] = {"chunks": 0, "labs": 0, "alerts": 0, "deadletters": 0, "windows": 0, "batches": 0}
         self.latencies_ms: list[float] = []
         self.consume_lag_ms: list[float] = []  # broker timestamp -> the agent has the chunk
@@ -150,7 +151,16 @@ class StreamWorker:
         async def chunks_agent(stream: Any) -> None:
             async for events in stream.noack_take(take_n, within=within):
                 await self._ensure_started()
-                await self.handle_chunk_events(events)
+                try:
+                    await self.handle_chunk_events(events)
+                except Exception as exc:
+                    # Unacked chunks would stall the committed offset while later ones are scored;
+                    # stop instead: the supervisor restarts the worker, which re-reads from the
+                    # committed offset (at-least-once holds).
+                    log.exception("processing failed; stopping the worker so it restarts from the committed offset")
+                    self.failed = exc
+                    await self.app.crash(exc)
+                    return
 
         async def labs_agent(stream: Any) -> None:
             async for events in stream.noack_take(take_n, within=within):
@@ -300,5 +310,7 @@ class StreamWorker:
         try:
             worker.execute_from_commandline()
         except SystemExit as exc:
-            return int(exc.code or 0)
-        return 0
+            code = int(exc.code or 0)
+        else:
+            code = 0
+        return 1 if self.failed is not None else code

@@ -48,6 +48,8 @@ class LabAwareAmplitudePredictor:
 
     def predict(self, ecg, image, labs, lab_mask) -> _Pred:
         rms = np.sqrt((ecg ** 2).mean(axis=2))
+        if np.abs(ecg).max() > 4.0:
+            raise RuntimeError("simulated backend failure")
         p = 1 / (1 + np.exp(-20 * (rms.mean(axis=1) - 0.3)))
         p = np.where(lab_mask[:, TNI_INDEX] > 0, 0.97, p)
         return _Pred(p.astype(np.float32), rms.astype(np.float32))
@@ -281,3 +283,28 @@ async def test_worker_serves_a_real_checkpoint(stream_settings: Settings, tmp_pa
     assert sorted(a.bed_id for a in alerts) == ["bed-0", "bed-1"], worker.logfile.read_text()[-2000:]
     assert all(a.phase == "start" and a.window_seq == 1 and a.checkpoint_sha == sha for a in alerts)
     assert alerts[0].model_name == "mirage-tiny" and 0.0 <= alerts[0].probability <= 1.0
+
+
+async def test_a_failing_model_stops_the_worker(stream_settings: Settings, tmp_path: Path) -> None:
+    """A batch that cannot be scored must not be skipped: the worker exits non-zero (its chunks stay unacked)."""
+    from aiokafka import AIOKafkaProducer
+
+    from stream.demo import WorkerProcess
+
+    s = stream_settings
+    env = {"PYTHONPATH": str(Path(__file__).parent)}
+    worker = WorkerProcess(s, tmp_path / "w", predictor="test_worker:make_predictor", env=env)
+    prod = AIOKafkaProducer(bootstrap_servers=s.bootstrap_servers, acks="all")
+    await prod.start()
+    try:
+        await worker.wait_ready(90)
+        rec = bed_record(4.0, 10, 3)  # loud enough to make the crafted backend fail
+        for seq in range(10):
+            await prod.send(s.topic_chunks, chunk_bytes("bed-boom", rec, seq, time.time_ns()), key=b"bed-boom")
+        await prod.flush()
+        code = await asyncio.to_thread(worker.proc.wait, 60)
+    finally:
+        await prod.stop()
+        await asyncio.to_thread(worker.stop)
+    assert code != 0
+    assert "simulated backend failure" in worker.logfile.read_text()
