@@ -100,6 +100,7 @@ class _Bed:
     last_seq: int
     end_ns: int  # time just after the last buffered sample
     last_arrival_ns: int
+    last_seen_ns: int  # local clock when the last chunk was pushed (idle eviction)
     anchor_ns: int  # time of absolute sample index 0
 
     @property
@@ -166,7 +167,8 @@ class Windower:
         ``arrival_ns`` is when the chunk entered the system (e.g. its Kafka timestamp); windows
         carry it as ``last_arrival_ns`` for latency measurement. Defaults to the clock.
         """
-        now = self._clock() if arrival_ns is None else int(arrival_ns)
+        seen = self._clock()
+        now = seen if arrival_ns is None else int(arrival_ns)
         res = PushResult()
         samples = np.asarray(chunk.samples, dtype=np.float32)
         if samples.ndim != 2 or samples.shape[0] != len(chunk.leads):
@@ -210,6 +212,7 @@ class Windower:
             self.beds[chunk.bed_id] = bed
         bed.last_seq = chunk.seq
         bed.last_arrival_ns = now
+        bed.last_seen_ns = seen
         bed.end_ns = chunk.end_ns
         res.windows = self._emit(chunk.bed_id, bed)
         if chunk.end_of_stream:
@@ -247,7 +250,7 @@ class Windower:
         bed = _Bed(patient_id=chunk.patient_id, fs=float(chunk.fs), leads=tuple(chunk.leads), base_index=base,
                    buffer=samples.copy(), gap_mask=np.zeros(samples.shape[1], bool),
                    next_window=-(-base // hop), last_seq=chunk.seq, end_ns=chunk.end_ns,
-                   last_arrival_ns=0, anchor_ns=anchor_ns)
+                   last_arrival_ns=0, last_seen_ns=0, anchor_ns=anchor_ns)
         return bed
 
     @staticmethod
@@ -296,7 +299,9 @@ class Windower:
     def evict_idle(self, now_ns: int | None = None) -> list[str]:
         """Forget beds with no chunk for ``idle_s``; return their ids."""
         now = self._clock() if now_ns is None else now_ns
-        gone = [b for b, s in self.beds.items() if now - s.last_arrival_ns > self.idle_ns]
+        # By the local clock, not the chunks' broker timestamps: a worker catching up on hours-old
+        # data must not evict the beds it is rebuilding.
+        gone = [b for b, s in self.beds.items() if now - s.last_seen_ns > self.idle_ns]
         for b in gone:
             del self.beds[b]
         self.counts["evicted"] += len(gone)

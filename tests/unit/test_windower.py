@@ -165,3 +165,16 @@ def test_other_source_rates(fs: int, n: int) -> None:
     for s in range(rec.shape[1] // n):
         wins += w.push(chunk(rec, s, fs=fs, n=n)).windows
     assert wins and wins[0].signal.shape == (12, CFG.T)
+
+
+def test_catching_up_on_old_data_does_not_evict_beds() -> None:
+    """Broker timestamps hours old (a worker catching up) must not count as idleness."""
+    rec = record(12.0)
+    now = [10**12 * 3600]
+    w = Windower(CFG, idle_s=30, clock=lambda: now[0])
+    wins = []
+    for s in range(24):
+        wins += w.push(chunk(rec, s), arrival_ns=now[0] - 7200 * 10**9).windows
+        assert w.evict_idle() == []
+    assert [x.seq for x in wins] == [0, 1]
+    assert wins[0].last_arrival_ns == now[0] - 7200 * 10**9  # latency is still measured from the broker time
