@@ -26,7 +26,7 @@ import time
 from collections import deque
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable, Hashable, Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 
@@ -326,7 +326,3 @@ class StreamProcessor:
         self.executor.shutdown(wait=True)
         self.snapshot_executor.shutdown(wait=True)
 
-
-def window_key(w: EcgWindow) -> Hashable:
-    """Identity of a window on its bed's grid (duplicate detection in tests and validation)."""
-    return (w.bed_id, w.seq)
