@@ -300,11 +300,14 @@ class TechnicalMonitor:
                 continue
             silent = now_ns - adm.last_chunk_ns
             ep = st.episodes.get(KIND_NO_DATA)
+            level = 2 if silent > self.config.escalate_factor * limit else 1
             if ep is None and silent > limit:
+                # A worker that finds a bed long silent (e.g. after a restart) starts at level 2 at once.
                 ep = self._open(st, bed_id, KIND_NO_DATA, adm.last_chunk_ns)
+                ep.level = level
                 self._queue.append((ep, "start", now_ns, None))
-            if ep is not None and ep.level < 2 and silent > self.config.escalate_factor * limit:
-                ep.level = 2
+            elif ep is not None and ep.level < level:
+                ep.level = level
                 self._queue.append((ep, "update", now_ns, None))
 
     def _check_system(self, c: _SystemCondition, kind: str, now_ns: int) -> None:

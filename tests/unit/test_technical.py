@@ -55,6 +55,13 @@ def test_no_data_starts_after_limit_escalates_and_ends_when_data_returns() -> No
     assert m.tick(145 * S) == [] and m.evaluable("B1")
 
 
+def test_long_silence_found_late_starts_at_level_2() -> None:
+    m = monitor()
+    m.on_chunk("B1", "P1", 0)
+    out = m.tick(45 * S)  # e.g. the first tick of a restarted worker
+    assert [(a.phase, a.level) for a in out] == [("start", 2)]
+
+
 def test_flat_leads_raise_leads_off_after_poor_quality_time(ecg: np.ndarray) -> None:
     clean_flags = quality_flags(ecg, FS)
     assert evaluable_from_flags(clean_flags)
@@ -203,3 +210,30 @@ def test_config_from_settings_and_validation() -> None:
     assert (cfg.no_data_s, cfg.poor_quality_s, cfg.model_name) == (3.0, 7.0, "m")
     with pytest.raises(SettingsError, match="no_data_s=0"):
         TechnicalConfig(no_data_s=0)
+
+
+def test_leads_off_from_the_real_windower_flags() -> None:
+    """Chunks with four electrodes off (NaN) -> the worker's Windower flags -> leads_off, then cleared."""
+    from engine.config import LEADS, get_preset
+    from stream.schema import EcgChunk
+    from stream.windower import Windower
+
+    cfg = get_preset("tiny")
+    x = synthesize(PatientSpec(), fs=FS, duration_s=60.0, seed=5).signal.astype(np.float32)
+    x[6:10, int(10 * FS):int(40 * FS)] = np.nan  # V1..V4 off from 10 s to 40 s
+    win = Windower(cfg)
+    m = monitor(poor_quality_s=20.0)
+    out: list[Alert] = []
+    n = int(FS)
+    for k in range(60):
+        chunk = EcgChunk("B7", "P7", k, k * S, FS, tuple(LEADS), x[:, k * n:(k + 1) * n])
+        m.on_chunk(chunk.bed_id, chunk.patient_id, chunk.end_ns)
+        for w in win.push(chunk, chunk.end_ns).windows:
+            m.on_window(w.bed_id, w.patient_id, w.end_ns, w.flags, window_seq=w.seq)
+        out += m.tick(chunk.end_ns)
+    assert phases(out) == [("B7", KIND_LEADS_OFF, "start"), ("B7", KIND_LEADS_OFF, "end")]
+    start, end = out
+    assert {"missing:V1", "missing:V2", "missing:V3", "missing:V4"} <= set(start.quality_flags)
+    bad_from = start.window_start_ns  # end of the first window touching the gap
+    assert 10 * S < bad_from <= 10 * S + int(cfg.hop_s * S)
+    assert start.window_end_ns - bad_from >= 20 * S and end.window_end_ns >= 40 * S + int(cfg.window_s * S)
