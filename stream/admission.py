@@ -115,6 +115,10 @@ class Admissions:
         """Discharge a bed explicitly (e.g. its partition moved to another worker)."""
         return [self._discharge(bed_id, reason, t_ns)] if bed_id in self._beds else []
 
+    def restore(self, bed_id: str, admission: BedAdmission) -> None:
+        """Put back a bed saved by a previous worker (no event: it never stopped being monitored)."""
+        self._beds[bed_id] = admission
+
     def forget(self, bed_id: str) -> None:
         """Stop tracking a bed without a discharge event (another worker owns it now)."""
         self._beds.pop(bed_id, None)

@@ -38,11 +38,11 @@ replay identically.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Sequence
 
-from stream.admission import DISCHARGED, AdmissionEvent, Admissions
-from stream.errors import SettingsError
+from stream.admission import DISCHARGED, AdmissionEvent, Admissions, BedAdmission
+from stream.errors import PolicyError, SettingsError
 from stream.schema import Alert, make_alert_id
 from stream.settings import Settings
 
@@ -56,6 +56,7 @@ KIND_FALLING_BEHIND = "falling_behind"
 TECHNICAL_KINDS = (KIND_NO_DATA, KIND_LEADS_OFF, KIND_POOR_SIGNAL, KIND_BACKEND_FAILED, KIND_FALLING_BEHIND)
 QUALITY_KINDS = (KIND_LEADS_OFF, KIND_POOR_SIGNAL)
 LEAD_OFF_PREFIXES = ("missing:", "flat:")
+STATE_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -250,6 +251,44 @@ class TechnicalMonitor:
         """Drop a bed without events (its partition moved to another worker, which now owns it)."""
         self.admissions.forget(bed_id)
         self._beds.pop(bed_id, None)
+
+    # -- persistence (a restarted worker continues the bed's episodes with the same ids) ---------
+    def export_bed(self, bed_id: str) -> dict | None:
+        """The bed's admission and open episodes as JSON-able data, or None when it is not monitored.
+
+        Call after :meth:`tick` (events still queued are not part of the state).
+        """
+        adm, st = self.admissions.get(bed_id), self._beds.get(bed_id)
+        if adm is None or st is None:
+            return None
+        return {"version": STATE_VERSION, "patient_id": st.patient_id, "admitted_ns": adm.admitted_ns,
+                "last_chunk_ns": adm.last_chunk_ns, "bad_since_ns": st.bad_since_ns, "bad_flags": list(st.bad_flags),
+                "episodes": [asdict(ep) for ep in st.episodes.values()]}
+
+    def import_bed(self, bed_id: str, data: dict) -> None:
+        """Restore a bed from :meth:`export_bed`; a malformed state raises :class:`PolicyError`.
+
+        Episodes of worker conditions (backend, lag) that no longer hold end at the next tick.
+        """
+        try:
+            if data["version"] != STATE_VERSION:
+                raise ValueError(f"state version {data['version']!r}, this build reads {STATE_VERSION}")
+            patient = str(data["patient_id"])
+            episodes = {}
+            for e in data["episodes"]:
+                ep = _Episode(alert_id=str(e["alert_id"]), kind=str(e["kind"]), bed_id=bed_id, patient_id=patient,
+                              since_ns=int(e["since_ns"]), level=int(e["level"]), flags=[str(f) for f in e["flags"]],
+                              advisories=[str(a) for a in e["advisories"]], events=int(e["events"]))
+                if ep.kind not in TECHNICAL_KINDS:
+                    raise ValueError(f"unknown technical kind {ep.kind!r}")
+                episodes[ep.kind] = ep
+            bad_since = data["bad_since_ns"]
+            st = _BedState(patient, None if bad_since is None else int(bad_since), [str(f) for f in data["bad_flags"]], episodes)
+            adm = BedAdmission(patient, int(data["admitted_ns"]), int(data["last_chunk_ns"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise PolicyError(f"bad saved technical-alarm state for a bed: {exc!r}") from None
+        self.admissions.restore(bed_id, adm)
+        self._beds[bed_id] = st
 
     # -- outputs --------------------------------------------------------------------------------
     def tick(self, now_ns: int) -> list[Alert]:

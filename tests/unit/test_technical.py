@@ -237,3 +237,30 @@ def test_leads_off_from_the_real_windower_flags() -> None:
     bad_from = start.window_start_ns  # end of the first window touching the gap
     assert 10 * S < bad_from <= 10 * S + int(cfg.hop_s * S)
     assert start.window_end_ns - bad_from >= 20 * S and end.window_end_ns >= 40 * S + int(cfg.window_s * S)
+
+
+def test_state_survives_a_restart_with_the_same_ids() -> None:
+    import json
+
+    from stream.errors import PolicyError
+
+    m = monitor()
+    m.on_chunk("B1", "P1", 0)
+    m.on_backend_error(RuntimeError("x"), "onnxruntime", t_ns=S)
+    started = m.tick(11 * S)
+    assert sorted(phases(started)) == [("B1", KIND_BACKEND_FAILED, "start"), ("B1", KIND_NO_DATA, "start")]
+    saved = json.loads(json.dumps(m.export_bed("B1")))  # through JSON, as in Redis
+    assert m.export_bed("B9") is None
+    m2 = monitor()  # the restarted worker: backend healthy now
+    m2.import_bed("B1", saved)
+    assert m2.admissions.monitored("B1") and m2.open_alerts("B1") == [KIND_BACKEND_FAILED, KIND_NO_DATA]
+    m2.on_chunk("B1", "P1", 50 * S)
+    out = m2.tick(50 * S)
+    ids = {a.kind: a.alert_id for a in started}
+    assert sorted((a.kind, a.phase, a.alert_id) for a in out) == sorted((k, "end", ids[k]) for k in ids)
+    assert len({a.event_id for a in started + out}) == 4
+    bad = dict(saved, episodes=[dict(saved["episodes"][0], kind="bogus")])
+    with pytest.raises(PolicyError, match="bogus"):
+        monitor().import_bed("B1", bad)
+    with pytest.raises(PolicyError, match="patient_id"):
+        monitor().import_bed("B1", {"version": 1})
