@@ -44,3 +44,8 @@ class FiLMGenerator(nn.Module):
 def film(h: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
     """``gamma * h + beta`` with ``gamma``/``beta`` ``(B, D)`` broadcast over tokens ``(B, N, D)``."""
     return gamma[:, None, :] * h + beta[:, None, :]
+
+
+def film_at(per_layer: torch.Tensor | None, i: int) -> torch.Tensor | None:
+    """Layer ``i`` of a per-layer FiLM tensor ``(depth, B, D)``, or None when FiLM is off."""
+    return None if per_layer is None else per_layer[i]

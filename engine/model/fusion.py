@@ -16,6 +16,8 @@ class FusionEncoder(nn.Module):
         embed_dim: ``D``.
         num_heads: ``H``.
         depth: fusion blocks.
+        mlp_ratio: MLP hidden width as a multiple of ``D``.
+        drop: dropout in the blocks.
         n_branches: 2 normally; 1 in a single-branch ablation.
     """
 
@@ -26,7 +28,15 @@ class FusionEncoder(nn.Module):
         self.norm = nn.LayerNorm(embed_dim)
 
     def forward(self, cls_vectors: list[torch.Tensor], token_seqs: list[torch.Tensor]) -> torch.Tensor:
-        """Return the fused position-0 vector ``(B, D)``."""
+        """Fuse.
+
+        Args:
+            cls_vectors: the branches' CLS outputs, each ``(B, D)`` (``z_ts`` then ``z_img``).
+            token_seqs: the branches' token sequences, each ``(B, N_i, D)``.
+
+        Returns:
+            The normalised position-0 (``z_global``) output ``(B, D)``.
+        """
         z_global = self.w_f(torch.cat(cls_vectors, dim=-1))  # (B, D)
         h = torch.cat([z_global.unsqueeze(1), *token_seqs], dim=1)  # (B, 1 + N_ts + N_img, D)
         for blk in self.blocks:

@@ -16,8 +16,9 @@ import torch
 from torch import nn
 
 from engine.config import MirageConfig
+from engine.errors import ConfigError
 from engine.model.block import Block
-from engine.model.film import film
+from engine.model.film import film_at
 
 
 class ConvStem(nn.Module):
@@ -35,7 +36,7 @@ class ConvStem(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, L, T = x.shape
         y = self.net(x.reshape(B * L, 1, T))  # (B*L, 1, T)
-        return x + y.reshape(B, L, T)
+        return x + y.reshape(B, L, T)  # (B, L, T)
 
 
 class GraphormerEncoder(nn.Module):
@@ -44,6 +45,8 @@ class GraphormerEncoder(nn.Module):
     def __init__(self, cfg: MirageConfig) -> None:
         super().__init__()
         D, H, L = cfg.embed_dim, cfg.num_heads, cfg.n_leads
+        if cfg.ecg_depth < 1:
+            raise ConfigError(f"ecg_depth={cfg.ecg_depth}: the ECG branch needs at least one Graphormer block")
         self.stem = ConvStem() if cfg.conv_stem else None
         self.proj = nn.Linear(cfg.T, D)  # h_l = W_proj x_l + b
         self.lead_embed = nn.Parameter(torch.zeros(1, L, D))
@@ -61,23 +64,23 @@ class GraphormerEncoder(nn.Module):
 
         Args:
             ecg: ``(B, L, T)``.
-            gammas, betas: FiLM ``(depth, B, D)`` or None.
+            gammas: FiLM scales ``(depth, B, D)``, or None for no FiLM.
+            betas: FiLM shifts ``(depth, B, D)``.
 
         Returns:
-            ``(tokens (B, 1+L, D), lead_weights (B, L))``: lead_weights is the CLS row of the last
-            block's attention, averaged over heads.
+            ``(tokens (B, 1+L, D), lead_weights (B, L))``. ``lead_weights`` is the CLS row of the last
+            block's attention over the 12 lead tokens, averaged over heads and renormalised over the
+            leads (the CLS self-weight dropped), so each row sums to 1.
         """
         x = self.stem(ecg) if self.stem is not None else ecg
-        h = self.proj(x) + self.lead_embed  # (B, L, D)
+        h = self.proj(x) + self.lead_embed  # (B, L, D): h_l = W_proj x_l + b, plus the lead embedding
         h = torch.cat([self.cls_token.expand(h.shape[0], -1, -1), h], dim=1)  # (B, 1+L, D)
         bias = self.spatial_bias.unsqueeze(0)  # (1, H, 1+L, 1+L): built once, handed to every block
-        weights: torch.Tensor | None = None
-        last = len(self.blocks) - 1
-        for i, blk in enumerate(self.blocks):
-            h, w = blk(h, bias, need_weights=(i == last))
-            if w is not None:
-                weights = w
-            if gammas is not None and betas is not None:
-                h = film(h, gammas[i], betas[i])
-        lead_weights = weights[:, :, 0, 1:].mean(dim=1)  # (B, L)
+        *body, last = self.blocks
+        for i, blk in enumerate(body):
+            h, _ = blk(h, bias, gamma=film_at(gammas, i), beta=film_at(betas, i))
+        # The last block runs the manual attention path so its probabilities can be returned.
+        h, weights = last(h, bias, gamma=film_at(gammas, len(body)), beta=film_at(betas, len(body)), need_weights=True)
+        cls_to_leads = weights[:, :, 0, 1:].mean(dim=1)  # (B, L)
+        lead_weights = cls_to_leads / cls_to_leads.sum(dim=-1, keepdim=True)  # (B, L), rows sum to 1
         return self.norm(h), lead_weights

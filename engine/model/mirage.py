@@ -43,18 +43,19 @@ class Mirage(nn.Module):
         D = cfg.embed_dim
         self.ecg = GraphormerEncoder(cfg) if cfg.use_ecg_branch else None
         self.img = VisionTransformer(cfg) if cfg.use_img_branch else None
-        self.film_ecg = FiLMGenerator(cfg.lab_dim, cfg.film_hidden, D, cfg.ecg_depth) if cfg.use_film and self.ecg else None
-        self.film_img = FiLMGenerator(cfg.lab_dim, cfg.film_hidden, D, cfg.img_depth) if cfg.use_film and self.img else None
+        self.film_ecg = FiLMGenerator(cfg.lab_dim, cfg.film_hidden, D, cfg.ecg_depth) if cfg.use_film and self.ecg is not None else None
+        self.film_img = FiLMGenerator(cfg.lab_dim, cfg.film_hidden, D, cfg.img_depth) if cfg.use_film and self.img is not None else None
         n_branches = int(self.ecg is not None) + int(self.img is not None)
         self.fusion = FusionEncoder(D, cfg.num_heads, cfg.fusion_depth, cfg.mlp_ratio, cfg.dropout, n_branches)
         self.head = nn.Linear(D, cfg.num_classes)  # W_cls, b
-        self.apply(self._init)
+        self.apply(self._zero_biases)
 
     @staticmethod
-    def _init(m: nn.Module) -> None:
-        if isinstance(m, nn.Linear) and not hasattr(m, "_film"):
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
+    def _zero_biases(m: nn.Module) -> None:
+        # Linear layers start without offsets (timm/nanoGPT do the same); weights keep PyTorch's
+        # default init, and the FiLM generators set their own small init (near the identity).
+        if isinstance(m, nn.Linear) and m.bias is not None:
+            nn.init.zeros_(m.bias)
 
     def forward_features(self, ecg: torch.Tensor, image: torch.Tensor, labs: torch.Tensor, lab_mask: torch.Tensor
                          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -83,10 +84,22 @@ class Mirage(nn.Module):
         return self.head(fused)
 
     def forward(self, ecg: torch.Tensor, image: torch.Tensor, labs: torch.Tensor, lab_mask: torch.Tensor) -> MirageOutput:
+        """Score a batch.
+
+        Args:
+            ecg: conditioned 12-lead windows ``(B, 12, T)`` float32 (``engine.pipeline.model_inputs``).
+            image: rendered ECG images ``(B, 1, 224, 224)`` in ``[0, 1]``.
+            labs: encoded labs ``(B, D_lab)`` (``engine.labs.encode_labs``).
+            lab_mask: 1 where a lab is present, 0 where missing ``(B, D_lab)``.
+
+        Returns:
+            :class:`MirageOutput`.
+        """
         fused, z_ts, z_img, lead_weights = self.forward_features(ecg, image, labs, lab_mask)
         logits = self.forward_head(fused)
         return MirageOutput(logits, logits.softmax(dim=-1)[:, 1], z_ts, z_img, lead_weights)
 
 
 def count_parameters(model: nn.Module) -> int:
+    """Number of parameters of ``model`` (trainable or not)."""
     return sum(p.numel() for p in model.parameters())

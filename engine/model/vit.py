@@ -10,7 +10,7 @@ from torch import nn
 
 from engine.config import MirageConfig
 from engine.model.block import Block
-from engine.model.film import film
+from engine.model.film import film_at
 
 
 class PatchEmbed(nn.Module):
@@ -45,7 +45,5 @@ class VisionTransformer(nn.Module):
         h = self.patch_embed(image)  # (B, N, D)
         h = torch.cat([self.cls_token.expand(h.shape[0], -1, -1), h], dim=1) + self.pos_embed  # (B, 1+N, D)
         for i, blk in enumerate(self.blocks):
-            h, _ = blk(h)
-            if gammas is not None and betas is not None:
-                h = film(h, gammas[i], betas[i])
+            h, _ = blk(h, gamma=film_at(gammas, i), beta=film_at(betas, i))
         return self.norm(h)
