@@ -48,20 +48,26 @@ def _key(loaded: Any) -> str:
     return str(sha)[:16]
 
 
-def onnx_for(loaded: Any, *, onnx_path: str | Path | None = None) -> Path:
-    """The checkpoint's ONNX export, exporting (with checks) on first use."""
+# ONNX Runtime gets opset 20 (native Gelu: one kernel instead of Erf/Div/Add/Mul, measured ~5-8%
+# faster int8 here); TensorRT plans are built from opset 18, which every TensorRT 10 parser reads.
+ORT_OPSET = 20
+TENSORRT_OPSET = 18
+
+
+def onnx_for(loaded: Any, *, onnx_path: str | Path | None = None, opset: int = TENSORRT_OPSET) -> Path:
+    """The checkpoint's ONNX export at ``opset``, exporting (with checks) on first use."""
     if onnx_path is not None:
         path = Path(onnx_path)
         if not path.is_file():
             raise BackendUnavailableError(f"ONNX file {path} does not exist; run 'mirage export --out {path}'")
         return path
-    path = cache_dir() / f"mirage-{_key(loaded)}.onnx"
+    path = cache_dir() / f"mirage-{_key(loaded)}-op{opset}.onnx"
     if not path.is_file():
         from trt.export import export_onnx
 
         log.info("exporting the checkpoint to %s (first use)", path)
-        tmp = path.with_suffix(".onnx.tmp")
-        export_onnx(loaded.model, loaded.config, tmp)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        export_onnx(loaded.model, loaded.config, tmp, opset=opset)
         tmp.replace(path)
     return path
 
@@ -70,7 +76,7 @@ def int8_for(loaded: Any, *, onnx_path: str | Path | None = None) -> Path:
     """The int8 (dynamic quantisation) copy of the checkpoint's ONNX export."""
     from trt.ort_backend import quantize_int8
 
-    src = onnx_for(loaded, onnx_path=onnx_path)
+    src = onnx_for(loaded, onnx_path=onnx_path, opset=ORT_OPSET)
     dst = src.with_name(src.stem + ".int8.onnx")
     if not dst.is_file() or dst.stat().st_mtime < src.stat().st_mtime:
         quantize_int8(src, dst)
@@ -124,7 +130,10 @@ def create(backend: str, loaded_checkpoint: Any, **opts: Any):
         threads = opts.pop("threads", None)
         if opts:
             raise BackendError(f"backend {backend!r} does not take options {sorted(opts)}")
-        path = int8_for(loaded_checkpoint, onnx_path=onnx_path) if backend.endswith("int8") else onnx_for(loaded_checkpoint, onnx_path=onnx_path)
+        if backend.endswith("int8"):
+            path = int8_for(loaded_checkpoint, onnx_path=onnx_path)
+        else:
+            path = onnx_for(loaded_checkpoint, onnx_path=onnx_path, opset=ORT_OPSET)
         return OrtPredictor(path, loaded_checkpoint.config, name=backend, threads=threads)
     if backend == "tensorrt":
         return _create_tensorrt(loaded_checkpoint, opts)
