@@ -10,6 +10,9 @@ One call of :meth:`StreamProcessor.process` takes a batch of decoded chunks (eac
    event loop keeps heart-beating to the broker while the model works;
 5. :class:`stream.policy.AlertPolicy` -> :class:`stream.schema.Alert` objects; on an episode
    start the window is drawn on ECG paper and stored in Redis (``mirage:snapshot:{alert_id}``);
+   chunk arrivals, window quality, worker lag and backend errors feed
+   :class:`stream.technical.TechnicalMonitor` (technical alarms: no data, leads off, poor signal,
+   backend failed, falling behind), whose events join the alerts;
 6. the tokens that are now *safe to acknowledge*: a chunk is released only when every window
    containing its samples has been scored (so a restart from the committed offset rebuilds every
    window that has not produced its output: at-least-once, see docs/STREAMING.md).
@@ -38,6 +41,7 @@ from stream.errors import PolicyError
 from stream.policy import KIND_MI, AlertPolicy, PolicyConfig, PolicyEvent
 from stream.schema import Alert, EcgChunk
 from stream.settings import Settings
+from stream.technical import TechnicalConfig, TechnicalMonitor
 from stream.windower import EcgWindow, Windower
 
 log = logging.getLogger(__name__)
@@ -128,6 +132,8 @@ class StreamProcessor:
         self.windower = Windower(self.cfg, hop_s=settings.hop_s, idle_s=settings.idle_discharge_s, clock=self.clock)
         self.batcher: MicroBatcher[EcgWindow] = MicroBatcher(settings.max_batch, settings.max_wait_ms / 1000.0)
         self.policy = AlertPolicy(policy_config(settings, info))
+        self.technical = TechnicalMonitor(TechnicalConfig.from_settings(
+            settings, model_name=info.name, model_version=info.version, checkpoint_sha=info.checkpoint_sha))
         self.policy_store = PolicyStateStore(labcache.client) if labcache is not None else None
         self._dirty: set[str] = set()  # beds whose policy state changed since the last save
         self._pending: dict[str, deque[tuple[int, Any]]] = {}
@@ -144,6 +150,7 @@ class StreamProcessor:
             result.dropped[push.dropped] = result.dropped.get(push.dropped, 0) + 1
             result.release.append(token)
             return push.windows
+        self.technical.on_chunk(chunk.bed_id, chunk.patient_id, self.clock(), chunk.end_of_stream)
         pending = self._pending.setdefault(chunk.bed_id, deque())
         if push.reset:
             # The old buffer is gone: its chunks can never contribute to a window again.
@@ -177,10 +184,15 @@ class StreamProcessor:
         result = ProcessResult()
         discharged: list[str] = []
         windows: list[EcgWindow] = []
+        newest: int | None = None
         for item in items:
             chunk, token = item[0], item[1]
             arrival = item[2] if len(item) > 2 else None
+            if arrival is not None:
+                newest = arrival if newest is None else max(newest, arrival)
             windows.extend(self._ingest(chunk, token, arrival, result, discharged))
+        if newest is not None:
+            self.technical.on_lag(max(0.0, (self.clock() - newest) / 1e9), self.clock())
         batches = self.batcher.extend(windows)
         batches.extend(self.batcher.flush())
         for batch in batches:
@@ -189,8 +201,13 @@ class StreamProcessor:
             await self.policy_discharge(bed_id, self._last_window.get(bed_id), result)
         for bed_id in self.windower.evict_idle():
             self.policy.forget(bed_id)
+        result.alerts.extend(self.tick())
         result.release.extend(self._releasable())
         return result
+
+    def tick(self) -> list[Alert]:
+        """Technical-alarm events due now (the worker also calls this from a 1 s timer: no data)."""
+        return self.technical.tick(self.clock())
 
     async def policy_discharge(self, bed_id: str, last: EcgWindow | None, result: ProcessResult) -> None:
         """End the bed's active episode (if any) and forget it, here and in the saved state."""
@@ -231,13 +248,20 @@ class StreamProcessor:
             labs = [empty_labs() for _ in batch]
         t0 = time.perf_counter()
         loop = asyncio.get_running_loop()
-        probs, lead_w = await loop.run_in_executor(self.executor, self._infer, batch, labs)
+        try:
+            probs, lead_w = await loop.run_in_executor(self.executor, self._infer, batch, labs)
+        except Exception as exc:
+            # The caller stops the worker (nothing acked); the technical alarm goes out first.
+            self.technical.on_backend_error(exc, False, t_ns=self.clock())
+            raise
+        self.technical.on_backend_ok(self.clock())
         infer_s = time.perf_counter() - t0
         if self.metrics is not None:
             self.metrics.observe_batch(len(batch), infer_s)
         for i, w in enumerate(batch):
             self._last_window[w.bed_id] = w
             self._dirty.add(w.bed_id)
+            self.technical.on_window(w.bed_id, w.patient_id, w.end_ns, w.flags, window_seq=w.seq)
             for ev in self.policy.update(w.bed_id, w.patient_id, float(probs[i]), w.seq, w.end_ns):
                 alert = self._alert(ev, w, float(probs[i]), lead_w[i], labs[i])
                 result.alerts.append(alert)
@@ -319,6 +343,7 @@ class StreamProcessor:
             if not keep(bed_id):
                 self.windower.discharge(bed_id)
                 self.policy.forget(bed_id)
+                self.technical.forget(bed_id)
                 dropped.extend(t for _, t in self._pending.pop(bed_id, deque()))
         return dropped
 

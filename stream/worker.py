@@ -159,6 +159,7 @@ class StreamWorker:
                     # committed offset (at-least-once holds).
                     log.exception("processing failed; stopping the worker so it restarts from the committed offset")
                     self.failed = exc
+                    await self._send_alerts(self.processor.tick(), best_effort=True)  # backend_failed
                     await self.app.crash(exc)
                     return
 
@@ -184,6 +185,9 @@ class StreamWorker:
 
         @app.timer(1.0)
         async def housekeeping() -> None:
+            if self.producer is not None:
+                # Timer-driven technical alarms (a bed that went silent produces no chunk to react to).
+                await self._send_alerts(self.processor.tick(), best_effort=True)
             self.metrics.beds.set(len(self.processor.windower.beds))
             self.metrics.buffered.set(self.processor.windower.buffered_samples())
             self.write_stats()
@@ -218,10 +222,7 @@ class StreamWorker:
         for reason, n in result.dropped.items():
             self.metrics.chunks.labels(result=reason).inc(n)
         self.metrics.chunks.labels(result="ok").inc(len(items) - sum(result.dropped.values()))
-        if result.alerts:
-            futures = [await self.producer.send(s.topic_alerts, value=a.to_bytes(), key=a.bed_id.encode("utf-8"))
-                       for a in result.alerts]
-            await asyncio.gather(*futures)  # broker acknowledged every alert (acks=all)
+        await self._send_alerts(result.alerts)
         done_ns = time.time_ns()  # outputs of every window in this batch are produced
         # After the alerts (a crash in between re-emits the same ids), before the acks.
         if not await self.processor.save_policy():
@@ -233,10 +234,6 @@ class StreamWorker:
             self.metrics.e2e.observe(lat)
             if len(self.latencies_ms) < MAX_LATENCY_SAMPLES:
                 self.latencies_ms.append(lat * 1000.0)
-        for a in result.alerts:
-            self.metrics.alerts.labels(type=a.alert_type, phase=a.phase).inc()
-            log.info("alert %s %s level=%d p=%s", a.phase, a.alert_id, a.level, a.probability)
-        self.counts["alerts"] += len(result.alerts)
         if result.snapshots:
             # Drawn in the background: people look at snapshots, the next batch must not wait for them.
             task = asyncio.ensure_future(self._snapshots(result.snapshots))
@@ -249,6 +246,24 @@ class StreamWorker:
             token.ack()
         self.metrics.progress()
         return result
+
+    async def _send_alerts(self, alerts: list[Any], best_effort: bool = False) -> None:
+        """Send alerts (key = bed) and wait until the broker acknowledged every one (acks=all)."""
+        if not alerts or self.producer is None:
+            return
+        try:
+            futures = [await self.producer.send(self.settings.topic_alerts, value=a.to_bytes(), key=a.bed_id.encode("utf-8"))
+                       for a in alerts]
+            await asyncio.gather(*futures)
+        except Exception:
+            if not best_effort:
+                raise
+            log.exception("could not send %d alerts", len(alerts))
+            return
+        for a in alerts:
+            self.metrics.alerts.labels(type=a.alert_type, phase=a.phase).inc()
+            log.info("alert %s %s %s level=%d p=%s", a.alert_type, a.phase, a.alert_id, a.level, a.probability)
+        self.counts["alerts"] += len(alerts)
 
     async def _snapshots(self, snapshots: list[Any]) -> None:
         if await self.processor.store_snapshots(snapshots) < len(snapshots):

@@ -135,12 +135,13 @@ async def test_worker_end_to_end(stream_settings: Settings, tmp_path: Path) -> N
         await prod.flush()
 
         def both_started(recs_: list) -> bool:
-            beds = {Alert.from_bytes(x.value).bed_id for x in recs_ if Alert.from_bytes(x.value).phase == "start"}
+            alerts_ = [Alert.from_bytes(x.value) for x in recs_]
+            beds = {a.bed_id for a in alerts_ if a.phase == "start" and a.alert_type == "mi"}
             return {"bed-hi", "bed-lab"} <= beds
 
         got = await _collect(s, s.topic_alerts, both_started, 60)
         alerts = [Alert.from_bytes(x.value) for x in got]
-        starts = {a.bed_id: a for a in alerts if a.phase == "start"}
+        starts = {a.bed_id: a for a in alerts if a.phase == "start" and a.alert_type == "mi"}
         assert set(starts) == {"bed-hi", "bed-lab"}, [(a.bed_id, a.phase) for a in alerts]
         assert all(x.key == a.bed_id.encode() for x, a in zip(got, alerts))
         hi, withlab = starts["bed-hi"], starts["bed-lab"]
@@ -244,8 +245,8 @@ async def test_restart_rescores_every_window_not_yet_scored(stream_settings: Set
     # chunks 0-5 (consumed by windows 0-2) were committed, chunks 6-14 were not: the successor
     # re-read exactly chunks 6-19 (+ the end-of-stream chunk)
     assert b["chunks"] == 15 and b["scored_seqs"]["bed-r"][0] == 3
-    got = await _collect(s, s.topic_alerts, lambda xs: any(Alert.from_bytes(x.value).phase == "end" for x in xs), 30)
-    events = [(a.phase, a.alert_id) for a in map(Alert.from_bytes, (x.value for x in got))]
+    got = await _collect(s, s.topic_alerts, lambda xs: any(Alert.from_bytes(x.value).phase == "end" and Alert.from_bytes(x.value).alert_type == "mi" for x in xs), 30)
+    events = [(a.phase, a.alert_id) for a in map(Alert.from_bytes, (x.value for x in got)) if a.alert_type == "mi"]
     assert [p for p, _ in events] == ["start", "end"] and events[0][1] == events[1][1]
 
 
@@ -275,11 +276,11 @@ async def test_worker_serves_a_real_checkpoint(stream_settings: Settings, tmp_pa
             for bed, rec in recs.items():
                 await prod.send(s.topic_chunks, chunk_bytes(bed, rec, seq, t0), key=bed.encode())
         await prod.flush()
-        got = await _collect(s, s.topic_alerts, lambda xs: len(xs) >= 2, 60)
+        got = await _collect(s, s.topic_alerts, lambda xs: sum(Alert.from_bytes(x.value).alert_type == "mi" for x in xs) >= 2, 60)
     finally:
         await prod.stop()
         await asyncio.to_thread(worker.stop)
-    alerts = [Alert.from_bytes(x.value) for x in got]
+    alerts = [a for a in (Alert.from_bytes(x.value) for x in got) if a.alert_type == "mi"]
     assert sorted(a.bed_id for a in alerts) == ["bed-0", "bed-1"], worker.logfile.read_text()[-2000:]
     assert all(a.phase == "start" and a.window_seq == 1 and a.checkpoint_sha == sha for a in alerts)
     assert alerts[0].model_name == "mirage-tiny" and 0.0 <= alerts[0].probability <= 1.0

@@ -11,6 +11,7 @@ import threading
 from dataclasses import dataclass
 
 import numpy as np
+import pytest
 
 from engine.config import LEADS, PRESETS
 from stream.processor import ModelInfo, StreamProcessor, policy_config
@@ -132,3 +133,32 @@ def test_thresholds_come_from_settings_else_checkpoint() -> None:
     assert (pc.threshold_start, pc.threshold_end) == (0.42, 0.2)
     pc = policy_config(Settings(threshold_start=0.7, threshold_end=0.5), info)
     assert (pc.threshold_start, pc.threshold_end) == (0.7, 0.5)
+
+
+async def test_technical_alarms_leads_off_and_no_data() -> None:
+    now = [T0 + 100 * 10**9]
+    proc = StreamProcessor(AmplitudePredictor(), INFO, settings(poor_quality_s=4.0, no_data_s=5.0), clock=lambda: now[0])
+    rec = bed_record(0.05, 16, 6)
+    rec[2:6] = np.nan  # V1-V4 off: more than max_bad_leads flagged -> not evaluable
+    res = await proc.process([(c, c.seq) for c in chunks("b", rec, range(16))])
+    tech = [a for a in res.alerts if a.alert_type == "technical"]
+    # windows end at 10, 12, 14, 16 s: bad since 10 s, 4 s later (the 14 s window) leads_off starts
+    assert [(a.kind, a.phase, a.window_seq) for a in tech] == [("leads_off", "start", 2)]
+    assert "missing:V1" in tech[0].quality_flags and tech[0].probability is None
+    assert not [a for a in res.alerts if a.alert_type == "mi"]
+    now[0] += 6 * 10**9  # the bed goes silent
+    late = proc.tick()
+    assert [(a.kind, a.phase) for a in late] == [("no_data", "start")]
+    assert late[0].alert_id != tech[0].alert_id and late[0].bed_id == "b"
+
+
+async def test_backend_failure_raises_and_queues_a_technical_alarm() -> None:
+    class Broken(AmplitudePredictor):
+        def predict(self, *a):
+            raise RuntimeError("GPU lost")
+
+    proc = StreamProcessor(Broken(), INFO, settings())
+    rec = bed_record(0.05, 10, 7)
+    with pytest.raises(RuntimeError, match="GPU lost"):  # a failing backend must not be skipped
+        await proc.process([(c, c.seq) for c in chunks("b", rec, range(10))])
+    assert [(a.kind, a.phase) for a in proc.tick()] == [("backend_failed", "start")]
