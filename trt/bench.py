@@ -277,6 +277,34 @@ def summary(results: Sequence[BackendResult], *, max_auroc_change: float) -> dic
     }
 
 
+def plot_results(results: Sequence[BackendResult], batches: Sequence[int], path: Path, *, title: str = "") -> Path:
+    """Grouped bars: windows/s per backend (groups) and batch size (bars), baseline marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    timed = [r for r in results if r.per_batch]
+    fig, ax = plt.subplots(figsize=(1.6 + 1.4 * len(timed), 3.6))
+    width = 0.8 / max(1, len(batches))
+    for j, batch in enumerate(batches):
+        values = [r.per_batch.get(batch, {}).get("windows_per_s", 0.0) for r in timed]
+        xs = [i + (j - (len(batches) - 1) / 2) * width for i in range(len(timed))]
+        ax.bar(xs, values, width=width, label=f"batch {batch}")
+    base = timed[0].best_windows_per_s() if timed else 0.0
+    ax.axhline(base, color="k", lw=0.8, ls="--", label="baseline best")
+    ax.axhline(2 * base, color="r", lw=0.8, ls=":", label="2x baseline")
+    ax.set_xticks(range(len(timed)), [r.name for r in timed], rotation=20, ha="right")
+    ax.set_ylabel("windows / s")
+    ax.set_title(title or "MIRAGE inference backends")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="mirage bench infer",
@@ -297,6 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, help="CPU threads for ONNX Runtime (default: all available cores)")
     p.add_argument("--max-auroc-change", type=float, default=0.005, help="a backend counts as 'best' only within this AUROC change (default: 0.005)")
     p.add_argument("--out", type=Path, help="also write the JSON summary (with every measurement) to this file")
+    p.add_argument("--plot", type=Path, help="also draw windows/s per backend and batch as a PNG bar chart here")
     return p
 
 
@@ -329,6 +358,9 @@ def bench_main(argv: list[str]) -> int:
             for r in results
         },
     })
+    if args.plot:
+        plot_results(results, batches, args.plot, title=f"{source}, {len(os.sched_getaffinity(0))} cores, load {load_before[0]:.1f}")
+        out["plot"] = str(args.plot)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(out, indent=2) + "\n")

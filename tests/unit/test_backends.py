@@ -100,7 +100,8 @@ def test_bench_runs_and_prints_json_last(capsys, tmp_path: Path) -> None:
     from trt.bench import bench_main
 
     rc = bench_main(["--preset", "tiny", "--batches", "1,2", "--seconds", "0.2", "--backends", "onnxruntime,tensorrt",
-                     "--limit", "8", "--data", str(tmp_path / "absent"), "--out", str(tmp_path / "b.json")])
+                     "--limit", "8", "--data", str(tmp_path / "absent"), "--out", str(tmp_path / "b.json"),
+                     "--plot", str(tmp_path / "b.png")])
     assert rc == 0
     last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert {"baseline_windows_per_s", "best_windows_per_s", "best_backend", "speedup", "auroc_delta"} <= set(last)
@@ -109,3 +110,4 @@ def test_bench_runs_and_prints_json_last(capsys, tmp_path: Path) -> None:
     if unavailable_reason("tensorrt"):
         assert "skipped" in last["backends"]["tensorrt"]
     assert json.loads((tmp_path / "b.json").read_text())["best_backend"] == last["best_backend"]
+    assert (tmp_path / "b.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
