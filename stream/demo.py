@@ -53,12 +53,14 @@ def _tail(path: Path, n: int = 30) -> str:
 def format_alert(a: Alert, t0: float) -> str:
     """One human-readable line per alert event."""
     p = "-" if a.probability is None else f"{a.probability:.2f}"
-    labs = ", ".join(f"{x['name']} {x['value']:g} {x['unit']} ({x['age_s'] / 60:.0f} min old)" for x in a.labs) or "none"
+    shown = [f"{x['name']} {x['value']:.3g} {x['unit']} ({x['age_s'] / 60:.0f} min)" for x in a.labs[:2]]
+    labs = ", ".join(shown + ([f"+{len(a.labs) - 2} more"] if len(a.labs) > 2 else [])) or "none"
     if not a.labs_available:
         labs = "unavailable"
     flags = ",".join(a.quality_flags) or "-"
     leads = ",".join(a.top_leads) or "-"
-    return (f"[{time.monotonic() - t0:6.1f}s] {a.alert_type.upper()} {a.phase.upper():<6} {a.bed_id:<8} p={p} level={a.level} "
+    what = "MI" if a.alert_type == "mi" else f"TECHNICAL {a.kind}"
+    return (f"[{time.monotonic() - t0:6.1f}s] {what} {a.phase.upper():<6} {a.bed_id:<8} p={p} level={a.level} "
             f"window#{a.window_seq} top leads {leads} | labs: {labs} | quality: {flags} | id {a.alert_id}")
 
 

@@ -94,6 +94,7 @@ class StreamWorker:
         self._start_lock = asyncio.Lock()
         self.assigned = False
         self.failed: BaseException | None = None
+        self.partitions: list[str] = []  # chunk partitions this worker owns
         self.counts: dict[str, int] = {"chunks": 0, "labs": 0, "alerts": 0, "deadletters": 0, "windows": 0, "batches": 0}
         self.latencies_ms: list[float] = []
         self.consume_lag_ms: list[float] = []  # broker timestamp -> the agent has the chunk
@@ -174,6 +175,7 @@ class StreamWorker:
         @app.on_partitions_assigned.connect
         async def on_assigned(sender: Any, assigned: Any, **_kw: Any) -> None:
             self.assigned = True
+            self.partitions = sorted(f"{tp.topic}:{tp.partition}" for tp in assigned if tp.topic == s.topic_chunks)
             self.write_stats()
 
         @app.on_partitions_revoked.connect
@@ -307,7 +309,7 @@ class StreamWorker:
         def q(p: float, xs: list[float] = lat) -> float | None:
             return round(xs[min(len(xs) - 1, int(p * len(xs)))], 2) if xs else None
 
-        data = {"ready": self.assigned, "final": final, "pid": os.getpid(), **self.counts,
+        data = {"ready": self.assigned, "final": final, "pid": os.getpid(), "partitions": self.partitions, **self.counts,
                 "p50_latency_ms": q(0.50), "p99_latency_ms": q(0.99), "latency_samples": len(lat),
                 "p50_consume_lag_ms": q(0.5, lag), "p99_consume_lag_ms": q(0.99, lag),
                 "windower": dict(self.processor.windower.counts),

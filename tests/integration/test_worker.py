@@ -309,3 +309,44 @@ async def test_a_failing_model_stops_the_worker(stream_settings: Settings, tmp_p
         await asyncio.to_thread(worker.stop)
     assert code != 0
     assert "simulated backend failure" in worker.logfile.read_text()
+
+
+async def test_two_workers_in_one_group_share_the_beds(stream_settings: Settings, tmp_path: Path) -> None:
+    """Scale-out: the chunk partitions (and with them the beds) are split; every window is scored once."""
+    from aiokafka import AIOKafkaProducer
+
+    from stream.demo import WorkerProcess
+
+    s = stream_settings
+    env = {"PYTHONPATH": str(Path(__file__).parent)}
+    workers = [WorkerProcess(s, tmp_path / name, predictor="test_worker:make_predictor", env=env) for name in ("a", "b")]
+    prod = AIOKafkaProducer(bootstrap_servers=s.bootstrap_servers, acks="all")
+    await prod.start()
+    try:
+        for w in workers:
+            await w.wait_ready(90)
+        deadline = time.monotonic() + 60
+        while sorted(len(w.read().get("partitions", [])) for w in workers) != [1, 1]:
+            assert time.monotonic() < deadline, [w.read().get("partitions") for w in workers]
+            await asyncio.sleep(0.3)
+        t0 = time.time_ns()
+        beds = [f"bed-{i}" for i in range(6)]
+        recs = {b: bed_record(0.05, 12, 20 + i) for i, b in enumerate(beds)}
+        for seq in range(12):
+            for b in beds:
+                await prod.send(s.topic_chunks, chunk_bytes(b, recs[b], seq, t0), key=b.encode())
+        await prod.flush()
+        deadline = time.monotonic() + 60
+        while sum(w.read().get("windows", 0) for w in workers) < 2 * len(beds):
+            assert time.monotonic() < deadline, [w.read() for w in workers]
+            await asyncio.sleep(0.3)
+        await asyncio.sleep(1.0)
+        stats = [w.read() for w in workers]
+    finally:
+        await prod.stop()
+        for w in workers:
+            await asyncio.to_thread(w.stop)
+    owned = [set(st["scored_seqs"]) for st in stats]
+    assert owned[0] and owned[1] and not owned[0] & owned[1]  # both worked, no bed on both
+    assert owned[0] | owned[1] == set(beds)
+    assert all(seqs == [0, 1] for st in stats for seqs in st["scored_seqs"].values())
