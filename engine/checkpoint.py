@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,8 @@ import torch
 from engine.config import MirageConfig
 from engine.errors import CheckpointError, ConfigError
 from engine.labs import schema_dict
+
+log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 _PACKAGE_DIR = Path(__file__).resolve().parent / "checkpoints"
@@ -148,7 +151,20 @@ def load_checkpoint(path: str | Path | None = None, map_location: str | torch.de
         raise CheckpointError(f"checkpoint {p}: weights do not match its config: {str(exc)[:300]}") from None
     model.eval()
     meta = {k: v for k, v in payload.items() if k != "state_dict"}
+    _warn_on_version_drift(p, meta)
     return LoadedCheckpoint(model, cfg, float(payload.get("threshold", 0.5)), meta, _sha256(data), p)
+
+
+def _warn_on_version_drift(path: Path, meta: dict[str, Any]) -> None:
+    """Warn when the image renderer or the conditioning changed since the checkpoint was trained.
+
+    The model still loads (a site may knowingly run an older checkpoint), but its inputs now differ
+    from what it learned on, so its scores may be off: the warning names both versions.
+    """
+    for key, now in zip(("renderer_version", "preprocessing_version"), _versions()):
+        saved = str(meta.get(key, "unknown"))
+        if "unknown" not in (saved, now) and saved != now:
+            log.warning("checkpoint %s was trained with %s %r; this build has %r", path, key, saved, now)
 
 
 def model_version(loaded: LoadedCheckpoint) -> str:

@@ -82,5 +82,7 @@ class GraphormerEncoder(nn.Module):
         # The last block runs the manual attention path so its probabilities can be returned.
         h, weights = last(h, bias, gamma=film_at(gammas, len(body)), beta=film_at(betas, len(body)), need_weights=True)
         cls_to_leads = weights[:, :, 0, 1:].mean(dim=1)  # (B, L)
-        lead_weights = cls_to_leads / cls_to_leads.sum(dim=-1, keepdim=True)  # (B, L), rows sum to 1
+        # The clamp keeps a row finite if every lead weight underflows (a huge CLS self-bias, fp16).
+        total = cls_to_leads.sum(dim=-1, keepdim=True).clamp_min(torch.finfo(cls_to_leads.dtype).tiny)  # (B, 1)
+        lead_weights = cls_to_leads / total  # (B, L), rows sum to 1
         return self.norm(h), lead_weights

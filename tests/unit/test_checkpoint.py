@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -100,6 +101,18 @@ def test_incompatible_files_are_refused(saved, tmp_path: Path) -> None:
         torch.save({**payload, **change}, path)
         with pytest.raises(CheckpointError, match=f"{name}.*{message}"):
             load_checkpoint(path)
+
+
+def test_a_renderer_change_since_training_is_a_warning(saved, tmp_path: Path, caplog) -> None:
+    payload = torch.load(saved[0], weights_only=True)
+    old = tmp_path / "old-renderer.pt"
+    torch.save({**payload, "renderer_version": "renderer-from-last-year"}, old)
+    with caplog.at_level(logging.WARNING, logger="engine.checkpoint"):
+        load_checkpoint(saved[0])
+        assert not caplog.records
+        loaded = load_checkpoint(old)
+    assert loaded.metadata["renderer_version"] == "renderer-from-last-year"
+    assert len(caplog.records) == 1 and "renderer-from-last-year" in caplog.text and "old-renderer.pt" in caplog.text
 
 
 def test_default_checkpoint_path_is_in_the_package() -> None:
