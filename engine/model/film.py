@@ -33,9 +33,16 @@ class FiLMGenerator(nn.Module):
         nn.init.normal_(self.fc2.weight, std=0.01)  # start near the identity
 
     def forward(self, labs: torch.Tensor, lab_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return ``(gamma, beta)``, each ``(num_layers, B, D)``."""
+        """Return ``(gamma, beta)``, each ``(num_layers, B, D)``.
+
+        Args:
+            labs: encoded lab values ``(B, D_lab)``; values where the mask is 0 are ignored.
+            lab_mask: 1 where a lab is present, 0 where missing ``(B, D_lab)``.
+        """
         B = labs.shape[0]
-        x = torch.cat([labs * lab_mask, lab_mask], dim=-1)  # (B, 2*D_lab)
+        # labs * mask, except that a NaN/inf left in a missing slot must not leak through 0 * NaN.
+        present = torch.where(lab_mask > 0, labs, torch.zeros_like(labs)) * lab_mask  # (B, D_lab)
+        x = torch.cat([present, lab_mask], dim=-1)  # (B, 2*D_lab)
         out = self.fc2(self.act(self.fc1(x))).reshape(B, self.num_layers, 2, self.embed_dim)  # (B, layers, 2, D)
         out = out.permute(1, 2, 0, 3)  # (layers, 2, B, D)
         return 1.0 + out[:, 0], out[:, 1]

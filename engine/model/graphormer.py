@@ -34,6 +34,7 @@ class ConvStem(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, L, T) -> (B, L, T)``: each lead plus its convolved residual."""
         B, L, T = x.shape
         y = self.net(x.reshape(B * L, 1, T))  # (B*L, 1, T)
         return x + y.reshape(B, L, T)  # (B, L, T)

@@ -18,4 +18,5 @@ class Mlp(nn.Module):
         self.drop = nn.Dropout(drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(..., D) -> (..., D)``."""
         return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))

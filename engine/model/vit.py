@@ -21,6 +21,7 @@ class PatchEmbed(nn.Module):
         self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, C, S, S) -> (B, N, D)`` with ``N = (S / P)^2``, row-major patch order."""
         x = self.proj(x)  # (B, D, S/P, S/P)
         return x.flatten(2).transpose(1, 2)  # (B, N, D)
 

@@ -95,6 +95,7 @@ def test_film_is_exactly_identity_when_all_labs_missing() -> None:
             gen.fc1.weight.normal_(0, 1.0)  # make FiLM strong: identity must not depend on small weights
             gen.fc2.weight.normal_(0, 1.0)
             gamma, beta = gen(lab * 100.0, missing)  # values are ignored when masked out
+            assert torch.equal(gen(torch.full_like(lab, float("nan")), missing)[0], gamma)  # even NaN
             assert torch.equal(gamma, torch.ones_like(gamma)) and torch.equal(beta, torch.zeros_like(beta))
         with_film = model(ecg, img, lab, missing).logits
         no_film = Mirage(cfg.replace(use_film=False)).eval()
