@@ -39,7 +39,7 @@ def model_flops(model: torch.nn.Module, cfg: Any) -> int:
 
     feed = example_inputs(cfg, batch=1)
     device = next(model.parameters()).device
-    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+    with FlopCounterMode(display=False) as counter:  # grad mode on: its module tracker hooks need autograd
         model(*(torch.from_numpy(feed[n]).to(device) for n in INPUT_NAMES))
     return int(counter.get_total_flops())
 

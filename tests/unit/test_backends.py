@@ -111,3 +111,18 @@ def test_bench_runs_and_prints_json_last(capsys, tmp_path: Path) -> None:
         assert "skipped" in last["backends"]["tensorrt"]
     assert json.loads((tmp_path / "b.json").read_text())["best_backend"] == last["best_backend"]
     assert (tmp_path / "b.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_gpu_bench_arithmetic_on_cpu(loaded) -> None:
+    """The roofline report: FLOPs counted, matmul rate measured, throughput below the ceiling."""
+    from trt.gpu_bench import model_flops, run
+
+    flops = model_flops(loaded.model, loaded.config)
+    cfg = loaded.config
+    # at least the patch embedding: 196 patches x (P*P -> D) multiply-adds
+    assert flops >= 2 * cfg.num_patches * cfg.patch_size**2 * cfg.embed_dim
+    report = run(loaded, device="cpu", batches=[2], seconds=0.2, backends=["torch"])
+    row = report["backends"]["torch"]["2"]
+    assert report["gflops_per_window"] == round(flops / 1e9, 4)
+    assert report["matmul_tflops"]["fp32"] > 0
+    assert 0 < row["fraction_of_ceiling"] < 1
