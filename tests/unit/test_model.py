@@ -51,6 +51,7 @@ def test_shapes_for_every_preset(preset: str) -> None:
     assert out.logits.shape == (B, 2) and out.probs.shape == (B,)
     assert out.z_ts.shape == (B, cfg.embed_dim) and out.z_img.shape == (B, cfg.embed_dim)
     assert out.lead_weights.shape == (B, 12)
+    assert (model.ecg.stem is not None) == cfg.conv_stem and not get_preset("paper").conv_stem
     assert torch.all((out.probs >= 0) & (out.probs <= 1))
     # CLS -> lead attention renormalised over the 12 leads: a distribution per sample.
     torch.testing.assert_close(out.lead_weights.sum(1), torch.ones(B), atol=1e-5, rtol=0)
@@ -180,3 +181,15 @@ def test_short_training_run_lowers_the_loss(one_thread: None) -> None:
         opt.step()
         losses.append(float(loss.detach()))
     assert np.mean(losses[-5:]) < 0.6 * np.mean(losses[:5]), losses
+
+
+def test_dropout_acts_in_training_only() -> None:
+    cfg = get_preset("tiny").replace(dropout=0.5)
+    torch.manual_seed(0)
+    model = Mirage(cfg)
+    x = _inputs(cfg)
+    with torch.no_grad():
+        a, b = model(*x).logits, model(*x).logits
+        model.eval()
+        c, d = model(*x).logits, model(*x).logits
+    assert not torch.equal(a, b) and torch.equal(c, d)
