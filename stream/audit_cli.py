@@ -8,6 +8,7 @@ import json
 import logging
 import signal
 import sys
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TextIO
 
@@ -40,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="The audit trail of alert decisions: every event on the alerts topic (MI and technical) with "
                     "its window, probability, thresholds, policy state, model version and the labs it used, kept "
                     "append-only in SQLite (UPDATE/DELETE refused by triggers, rows hash-chained). See docs/AUDIT.md.")
-    sub = p.add_subparsers(dest="action", required=True, metavar="{run,query,verify}")
+    sub = p.add_subparsers(dest="action", required=True, metavar="{run,query,verify,plot}")
     run = sub.add_parser("run", help="consume the alerts topic into the audit database (until Ctrl-C)",
                          description="Consume the alerts topic with its own consumer group and append every event to "
                                      "the database; offsets are committed only after the rows are on disk, so a "
@@ -62,6 +63,15 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("verify", help="check the hash chain (detects edited, inserted or removed rows)",
                        description="Recompute the SHA-256 chain over all rows; exit 0 if intact, 1 naming the first bad row.")
     v.add_argument("--db", required=True, help="SQLite file of the audit trail")
+    pl = sub.add_parser("plot", help="draw a timeline of alert episodes per bed (PNG)",
+                        description="One row per bed, one bar per alert episode from its start to its end (open "
+                                    "episodes run to their last event): MI in red, technical alarms in blue/grey; "
+                                    "hatched where the episode reached level 2.")
+    pl.add_argument("--db", required=True, help="SQLite file of the audit trail")
+    pl.add_argument("--out", required=True, help="PNG file to write")
+    pl.add_argument("--bed", default=None, help="only this bed")
+    pl.add_argument("--since", type=parse_time, default=None, metavar="ISO", help="window end at or after this time")
+    pl.add_argument("--until", type=parse_time, default=None, metavar="ISO", help="window end before this time")
     return p
 
 
@@ -79,6 +89,71 @@ def print_table(records: list[AuditRecord], out: TextIO) -> None:
               f"{a.level:>3} {prob:>6} {thr:>9} {a.window_seq:>6} {(a.model_version or a.model_name)[:14]:<14} "
               f"{len(a.labs):>4}  {notes}", file=out)
     print(f"{len(records)} row(s)", file=out)
+
+
+@dataclass
+class Episode:
+    """One alert episode reconstructed from its events (for the timeline)."""
+
+    alert_id: str
+    bed_id: str
+    alert_type: str
+    kind: str
+    start_ns: int
+    end_ns: int
+    level: int
+    ended: bool
+
+
+def episodes(records: list[AuditRecord]) -> list[Episode]:
+    """Group events by ``alert_id``: from the condition's start (technical) or the first decision (MI) to the end event."""
+    out: dict[str, Episode] = {}
+    for r in records:
+        a = r.alert
+        # A technical alert's window is the condition's period; an MI decision is made at its window's end.
+        begin = a.window_start_ns if a.alert_type == "technical" else a.window_end_ns
+        ep = out.get(a.alert_id)
+        if ep is None:
+            ep = out[a.alert_id] = Episode(a.alert_id, a.bed_id, a.alert_type, a.kind, begin, a.window_end_ns, a.level, False)
+        ep.start_ns = min(ep.start_ns, begin)
+        ep.end_ns = max(ep.end_ns, a.window_end_ns)
+        ep.level = max(ep.level, a.level)
+        ep.ended = ep.ended or a.phase == "end"
+    return sorted(out.values(), key=lambda e: (e.bed_id, e.start_ns))
+
+
+_COLORS = {"mi_suspected": "tab:red", "no_data": "tab:gray", "leads_off": "tab:blue", "poor_signal": "tab:cyan",
+           "backend_failed": "tab:purple", "falling_behind": "tab:olive"}
+
+
+def plot_timeline(eps: list[Episode], path: str) -> None:
+    """Write the per-bed episode timeline as a PNG (matplotlib, Agg backend)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+
+    beds = sorted({e.bed_id for e in eps})
+    t0 = min((e.start_ns for e in eps), default=0)
+    fig, ax = plt.subplots(figsize=(11, 1.2 + 0.45 * max(1, len(beds))))
+    for e in eps:
+        y = beds.index(e.bed_id)
+        width = max((e.end_ns - e.start_ns) / 60e9, 0.05)  # minutes; a lone event stays visible
+        ax.barh(y + (0.18 if e.alert_type == "technical" else -0.18), width, left=(e.start_ns - t0) / 60e9, height=0.32,
+                color=_COLORS.get(e.kind, "tab:brown"), hatch="//" if e.level >= 2 else None,
+                alpha=1.0 if e.ended else 0.55, edgecolor="black", linewidth=0.4)
+    ax.set_yticks(range(len(beds)), beds)
+    ax.invert_yaxis()
+    ax.set_xlabel(f"minutes after {format_ns(t0) if eps else '-'}")
+    ax.set_title(f"Alert episodes from the audit trail ({len(eps)}; faded = still open, hatched = level 2)")
+    kinds = sorted({e.kind for e in eps})
+    ax.legend(handles=[Patch(color=_COLORS.get(k, "tab:brown"), label=k) for k in kinds], loc="upper left", bbox_to_anchor=(1.01, 1.0),
+              fontsize=8, frameon=False)
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 async def _run(args: argparse.Namespace, settings: Settings) -> int:
@@ -111,6 +186,11 @@ def audit_main(argv: list[str]) -> int:
             if args.action == "verify":
                 n = store.verify()
                 print(f"{args.db}: hash chain intact over {n} row(s), {store.count('audit_rejects')} rejected message(s)")
+                return 0
+            if args.action == "plot":
+                eps = episodes(store.query(bed_id=args.bed, since_ns=args.since, until_ns=args.until))
+                plot_timeline(eps, args.out)
+                print(f"wrote {args.out}: {len(eps)} episode(s) on {len({e.bed_id for e in eps})} bed(s)")
                 return 0
             records = store.query(bed_id=args.bed, since_ns=args.since, until_ns=args.until, alert_type=args.type,
                                   alert_id=args.alert_id, limit=args.limit)

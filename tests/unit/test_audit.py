@@ -126,3 +126,14 @@ def test_cli_query_table_json_and_errors(store: AuditStore, tmp_path: Path, caps
 
 def test_time_helpers_round_trip() -> None:
     assert format_ns(parse_time("2026-11-24T10:00:00.250+01:00")) == "2026-11-24T09:00:00.250Z"
+
+
+def test_episodes_and_timeline_plot(store: AuditStore, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from stream.audit_cli import episodes
+
+    eps = episodes(store.query())
+    assert [(e.bed_id, e.kind, e.ended, (e.end_ns - e.start_ns) // S) for e in eps] == [
+        ("B1", "mi_suspected", True, 14), ("B2", "leads_off", True, 60), ("B3", "mi_suspected", False, 0)]
+    out = tmp_path / "timeline.png"
+    assert audit_main(["plot", "--db", str(store.path), "--out", str(out)]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "3 episode(s) on 3 bed(s)" in capsys.readouterr().out
