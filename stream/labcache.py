@@ -7,8 +7,9 @@ Key layout (Redis, one hash per patient)::
                       "r": reported_ns or null, "raw": value as sent, "ru": unit as sent}
     TTL of the hash = 2 x lab_staleness_s, refreshed by every write.
     mirage:snapshot:{alert_id}          STRING  PNG of the window that started an MI episode (TTL 24 h)
-    mirage:policy:{bed_id}              STRING  JSON alert-policy state of the bed (TTL 24 h), so a
-                                        restarted worker continues an episode with the same id
+    mirage:policy:{bed_id}              STRING  JSON {"policy": alert-policy state, "technical":
+                                        technical-alarm state} of the bed (TTL 24 h), so a restarted
+                                        worker continues episodes with the same ids
 
 Writes come from the labs topic (:class:`stream.schema.LabResult`). Results can arrive out of
 order (a delayed interface, a replay); a Lua script compares observation times inside Redis so an
@@ -170,7 +171,7 @@ POLICY_TTL_S = 24 * 3600
 
 
 class PolicyStateStore:
-    """Alert-policy state per bed in Redis (``mirage:policy:{bed_id}``), batched, failure-tolerant.
+    """Per-bed alarm state (policy + technical) in Redis (``mirage:policy:{bed_id}``), batched, failure-tolerant.
 
     A Redis outage only costs continuity after a restart (an episode may restart with a new id);
     it never stops scoring.

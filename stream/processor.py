@@ -135,7 +135,8 @@ class StreamProcessor:
         self.technical = TechnicalMonitor(TechnicalConfig.from_settings(
             settings, model_name=info.name, model_version=info.version, checkpoint_sha=info.checkpoint_sha))
         self.policy_store = PolicyStateStore(labcache.client) if labcache is not None else None
-        self._dirty: set[str] = set()  # beds whose policy state changed since the last save
+        self._dirty: set[str] = set()  # beds whose saved state changed since the last save
+        self._seen: set[str] = set()  # beds whose saved state was looked up in Redis
         self._pending: dict[str, deque[tuple[int, Any]]] = {}
         self._last_window: dict[str, EcgWindow] = {}
         self.windows_scored = 0
@@ -151,6 +152,9 @@ class StreamProcessor:
             result.release.append(token)
             return push.windows
         self.technical.on_chunk(chunk.bed_id, chunk.patient_id, self.clock(), chunk.end_of_stream)
+        self._dirty.add(chunk.bed_id)
+        if chunk.end_of_stream:
+            self._seen.discard(chunk.bed_id)
         pending = self._pending.setdefault(chunk.bed_id, deque())
         if push.reset:
             # The old buffer is gone: its chunks can never contribute to a window again.
@@ -185,6 +189,7 @@ class StreamProcessor:
         discharged: list[str] = []
         windows: list[EcgWindow] = []
         newest: int | None = None
+        await self._restore([item[0].bed_id for item in items])
         for item in items:
             chunk, token = item[0], item[1]
             arrival = item[2] if len(item) > 2 else None
@@ -201,6 +206,7 @@ class StreamProcessor:
             await self.policy_discharge(bed_id, self._last_window.get(bed_id), result)
         for bed_id in self.windower.evict_idle():
             self.policy.forget(bed_id)
+            self._seen.discard(bed_id)
         result.alerts.extend(self.tick())
         result.release.extend(self._releasable())
         return result
@@ -211,8 +217,6 @@ class StreamProcessor:
 
     async def policy_discharge(self, bed_id: str, last: EcgWindow | None, result: ProcessResult) -> None:
         """End the bed's active episode (if any) and forget it, here and in the saved state."""
-        if last is not None and not self.policy.known(bed_id):
-            await self._restore_policy([last])
         seq = last.seq if last else -1
         end_ns = last.end_ns if last else self.clock()
         self._dirty.add(bed_id)
@@ -221,27 +225,40 @@ class StreamProcessor:
                 result.alerts.append(self._alert(ev, last, None, None, empty_labs()))
         self._last_window.pop(bed_id, None)
 
-    async def _restore_policy(self, batch: list[EcgWindow]) -> None:
+    async def _restore(self, bed_ids: list[str]) -> None:
+        """Load the saved policy and technical-alarm state of beds this worker has not seen yet.
+
+        Done before their chunks are ingested, so a restarted worker (or the new owner after a
+        rebalance) continues episodes with the same ids.
+        """
+        fresh = sorted(set(b for b in bed_ids if b not in self._seen))
+        if not fresh:
+            return
+        self._seen.update(fresh)
         if self.policy_store is None:
             return
-        unknown = sorted({w.bed_id for w in batch if not self.policy.known(w.bed_id)})
-        for bed_id, data in (await self.policy_store.load(unknown)).items():
+        for bed_id, data in (await self.policy_store.load(fresh)).items():
             try:
-                self.policy.import_state(bed_id, data)
-            except PolicyError as exc:
-                log.warning("ignoring saved policy state: %s", exc)
+                if data.get("policy"):
+                    self.policy.import_state(bed_id, data["policy"])
+                if data.get("technical"):
+                    self.technical.import_bed(bed_id, data["technical"])
+            except (PolicyError, AttributeError) as exc:
+                log.warning("ignoring saved state of a bed: %s", exc)
 
-    async def save_policy(self) -> bool:
-        """Persist the policy state of beds that changed (call after the alerts are produced)."""
+    async def save_state(self) -> bool:
+        """Persist the policy and technical state of beds that changed (after the alerts are produced)."""
         if self.policy_store is None or not self._dirty:
             self._dirty.clear()
             return True
-        states = {b: self.policy.export_state(b) for b in sorted(self._dirty)}
+        states: dict[str, dict | None] = {}
+        for b in sorted(self._dirty):
+            pol, tech = self.policy.export_state(b), self.technical.export_bed(b)
+            states[b] = None if pol is None and tech is None else {"policy": pol, "technical": tech}
         self._dirty.clear()
         return await self.policy_store.save(states)
 
     async def _score_batch(self, batch: list[EcgWindow], result: ProcessResult) -> None:
-        await self._restore_policy(batch)
         if self.labcache is not None:
             labs = await self.labcache.read_batch([(w.patient_id, w.end_ns) for w in batch])
         else:
@@ -344,6 +361,7 @@ class StreamProcessor:
                 self.windower.discharge(bed_id)
                 self.policy.forget(bed_id)
                 self.technical.forget(bed_id)
+                self._seen.discard(bed_id)
                 dropped.extend(t for _, t in self._pending.pop(bed_id, deque()))
         return dropped
 

@@ -227,7 +227,7 @@ class StreamWorker:
         await self._send_alerts(result.alerts)
         done_ns = time.time_ns()  # outputs of every window in this batch are produced
         # After the alerts (a crash in between re-emits the same ids), before the acks.
-        if not await self.processor.save_policy():
+        if not await self.processor.save_state():
             self.metrics.redis_errors.inc()
         for sc in result.scored:
             seqs = self.scored_seqs.setdefault(sc.window.bed_id, deque(maxlen=100))

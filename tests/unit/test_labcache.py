@@ -102,3 +102,25 @@ async def test_redis_down_means_labs_unavailable_not_an_error(tmp_path: Path) ->
 def test_select_labs_skips_malformed_entries() -> None:
     got = select_labs({TNI: b"not json", K: b'{"v": 4.0, "o": %d}' % NOW}, NOW, 10)
     assert [u["loinc"] for u in got.used] == [K]
+
+
+async def test_saved_bed_state_lets_a_new_processor_continue_the_episode(client) -> None:
+    """PolicyStateStore + StreamProcessor: a restarted worker ends the episode it did not start, same id."""
+    from test_processor import INFO, AmplitudePredictor, bed_record, chunks, settings
+
+    from stream.processor import StreamProcessor
+
+    rec = np.concatenate([bed_record(1.0, 16, 1), bed_record(0.02, 10, 2)], axis=1)  # loud 16 s, then quiet
+    cs = chunks("b", rec, range(26))
+    first = StreamProcessor(AmplitudePredictor(), INFO, settings(), labcache=LabCache(client, 3600))
+    res = await first.process([(c, c.seq) for c in cs[:14]])
+    assert await first.save_state()
+    [start] = [a for a in res.alerts if a.alert_type == "mi"]
+    second = StreamProcessor(AmplitudePredictor(), INFO, settings(), labcache=LabCache(client, 3600))
+    res2 = await second.process([(c, c.seq) for c in cs[6:]])  # re-read from an uncommitted offset
+    mi = [(a.phase, a.alert_id) for a in res2.alerts if a.alert_type == "mi"]
+    # no second start: the episode goes on (a level update as the signal fades) and ends, same id
+    assert mi[-1] == ("end", start.alert_id) and {i for _, i in mi} == {start.alert_id}
+    assert "start" not in [p for p, _ in mi]
+    first.close()
+    second.close()
