@@ -217,15 +217,17 @@ class TechnicalMonitor:
         ``t_ns`` None = the time of the next :meth:`tick`.
         """
         c = self._backend
-        log.warning("inference backend failed (%s)%s", type(exc).__name__ if exc is not None else "unknown",
-                    ", fallback in use" if fallback_used else "")
-        if not c.active:
-            c.active, c.since_ns, c.cleared_ns = True, t_ns, None
         if fallback_used:
             name = fallback_used if isinstance(fallback_used, str) else ""
-            c.advisories = [f"fallback backend {name} in use" if name else "fallback backend in use"]
+            advisories = [f"fallback backend {name} in use" if name else "fallback backend in use"]
         else:
-            c.advisories = ["no fallback backend: windows are not being evaluated"]
+            advisories = ["no fallback backend: windows are not being evaluated"]
+        if not c.active or advisories != c.advisories:  # log changes only: a dead backend fails every batch
+            log.warning("inference backend failed (%s): %s", type(exc).__name__ if exc is not None else "unknown",
+                        advisories[0])
+        if not c.active:
+            c.active, c.since_ns, c.cleared_ns = True, t_ns, None
+        c.advisories = advisories
 
     def on_backend_ok(self, t_ns: int | None = None) -> None:
         """A batch was scored by the primary backend again: ``backend_failed`` ends."""
