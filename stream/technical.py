@@ -38,6 +38,7 @@ replay identically.
 from __future__ import annotations
 
 import logging
+from collections import deque
 from dataclasses import asdict, dataclass, field
 from typing import Sequence
 
@@ -57,6 +58,7 @@ TECHNICAL_KINDS = (KIND_NO_DATA, KIND_LEADS_OFF, KIND_POOR_SIGNAL, KIND_BACKEND_
 QUALITY_KINDS = (KIND_LEADS_OFF, KIND_POOR_SIGNAL)
 LEAD_OFF_PREFIXES = ("missing:", "flat:")
 STATE_VERSION = 1
+MAX_PENDING_DISCHARGES = 4096
 
 
 @dataclass(frozen=True)
@@ -163,7 +165,8 @@ class TechnicalMonitor:
         self.admissions = admissions or Admissions(config.idle_discharge_s)
         self._beds: dict[str, _BedState] = {}
         self._queue: list[tuple[_Episode, str, int, int | None]] = []  # (episode, phase, end_ns, window_seq)
-        self._discharges: list[AdmissionEvent] = []
+        # Bounded: a caller that never pops must not grow memory forever.
+        self._discharges: deque[AdmissionEvent] = deque(maxlen=MAX_PENDING_DISCHARGES)
         self._backend = _SystemCondition()
         self._behind = _SystemCondition()
         self.lag_s = 0.0
@@ -305,7 +308,8 @@ class TechnicalMonitor:
 
     def pop_discharges(self) -> list[AdmissionEvent]:
         """Beds discharged since the last call (the worker ends their MI episodes too)."""
-        out, self._discharges = self._discharges, []
+        out = list(self._discharges)
+        self._discharges.clear()
         return out
 
     def open_alerts(self, bed_id: str) -> list[str]:
