@@ -82,6 +82,9 @@ def quantize_int8(
     src, dst = Path(src), Path(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(max(level, logging.WARNING))  # the quantiser logs one INFO line per tensor on the root logger
     try:
         quantize_dynamic(
             str(src),
@@ -94,6 +97,8 @@ def quantize_int8(
         )
     except Exception as exc:  # noqa: BLE001 - the quantiser raises many types
         raise ExportError(f"int8 quantisation of {src} failed: {type(exc).__name__}: {exc}") from exc
+    finally:
+        root.setLevel(level)
     log.info("quantised %s -> %s in %.1f s (%.1f -> %.1f MB)", src.name, dst.name, time.perf_counter() - t0,
              src.stat().st_size / 1e6, dst.stat().st_size / 1e6)
     return dst

@@ -63,7 +63,8 @@ class TensorRTRunner:
         self._context: Any = None
         self._stream: Any = None
         self._graphs: dict[int, tuple[Any, dict[str, Any], dict[str, Any]]] = {}
-        self.max_batch = 0
+        self._eager: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {}  # device buffers per batch size
+        self.min_batch = self.max_batch = 0
 
     # -- lifecycle -------------------------------------------------------------------------------
     def __enter__(self) -> "TensorRTRunner":
@@ -84,12 +85,13 @@ class TensorRTRunner:
             raise PlanError(f"{self.plan_path}: tensors {missing} missing; plan has {names}")
         self._context = self._engine.create_execution_context()
         self._stream = torch.cuda.Stream(device=self.device)
-        _, _, max_shape = self._engine.get_tensor_profile_shape(INPUT_NAMES[0], 0)
-        self.max_batch = int(max_shape[0])
+        min_shape, _, max_shape = self._engine.get_tensor_profile_shape(INPUT_NAMES[0], 0)
+        self.min_batch, self.max_batch = int(min_shape[0]), int(max_shape[0])
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._graphs.clear()
+        self._eager.clear()
         self._context = None
         self._engine = None
         self._stream = None
@@ -130,8 +132,8 @@ class TensorRTRunner:
         if missing:
             raise PlanError(f"feed_dict lacks inputs {missing}; needs {list(INPUT_NAMES)}")
         batch = int(np.shape(feed_dict[INPUT_NAMES[0]])[0])
-        if not 1 <= batch <= self.max_batch:
-            raise PlanError(f"batch {batch} is outside the plan's profile 1..{self.max_batch}")
+        if not self.min_batch <= batch <= self.max_batch:
+            raise PlanError(f"batch {batch} is outside the plan's profile {self.min_batch}..{self.max_batch}")
         with torch.cuda.stream(self._stream):
             if self.cuda_graphs and batch in self._graphs:
                 graph, inputs, outputs = self._graphs[batch]
@@ -140,7 +142,11 @@ class TensorRTRunner:
                     inputs[name].copy_(torch.from_numpy(np.ascontiguousarray(feed_dict[name])))
                 graph.replay()
             else:
-                inputs, outputs = self._buffers(batch)
+                if batch in self._eager:
+                    inputs, outputs = self._eager[batch]
+                    self._set_input_shapes_and_addresses(inputs, outputs)
+                else:
+                    inputs, outputs = self._eager.setdefault(batch, self._buffers(batch))
                 for name in INPUT_NAMES:
                     inputs[name].copy_(torch.from_numpy(np.ascontiguousarray(feed_dict[name])))
                 self._execute()
@@ -150,6 +156,7 @@ class TensorRTRunner:
                     with torch.cuda.graph(graph, stream=self._stream):
                         self._execute()
                     self._graphs[batch] = (graph, inputs, outputs)
+                    del self._eager[batch]  # the graph owns these buffers now
             result = {name: buf.float().cpu().numpy() for name, buf in outputs.items()}
         self._stream.synchronize()
         return result
