@@ -48,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      "restart re-reads (and deduplicates) instead of losing events.")
     run.add_argument("--db", required=True, help="SQLite file of the audit trail (created if missing)")
     run.add_argument("--group", default="mirage-audit", help="consumer group (default mirage-audit)")
+    run.add_argument("--stats-every", type=float, default=60.0, metavar="S", help="log counts every S seconds (0 = off)")
     run.add_argument("--config", default=None, help="settings TOML file (else $MIRAGE_CONFIG and $MIRAGE_* variables)")
     q = sub.add_parser("query", help="print audit rows (filters combine with AND)",
                        description="Print the recorded alert events, oldest window first. Times filter the end of "
@@ -157,23 +158,39 @@ def plot_timeline(eps: list[Episode], path: str) -> None:
 
 
 async def _run(args: argparse.Namespace, settings: Settings) -> int:
+    from aiokafka.errors import KafkaError
+
     with AuditStore(args.db) as store:
         consumer = AuditConsumer(settings, store, group=args.group)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await consumer.start()
+        try:
+            await consumer.start()
+        except KafkaError as exc:
+            log.critical("cannot reach the broker at %s: %s", settings.bootstrap_servers, exc)
+            await consumer.stop()
+            return 1
         log.info("audit consumer on %s (group %s) writing %s", settings.topic_alerts, args.group, args.db)
+        reporter = asyncio.create_task(_report(consumer, args.stats_every))
         try:
             await consumer.run(stop)
-        except AuditError as exc:
+        except (AuditError, KafkaError) as exc:
+            # Exit non-zero so the service manager restarts it; uncommitted offsets are re-read.
             log.critical("audit consumer stopped: %s", exc)
             return 1
         finally:
+            reporter.cancel()
             await consumer.stop()
             log.info("audit consumer stopped: %s", consumer.stats())
     return 0
+
+
+async def _report(consumer: AuditConsumer, every_s: float) -> None:
+    while every_s > 0:
+        await asyncio.sleep(every_s)
+        log.info("audit: %s", consumer.stats())
 
 
 def audit_main(argv: list[str]) -> int:

@@ -137,3 +137,14 @@ def test_episodes_and_timeline_plot(store: AuditStore, tmp_path: Path, capsys: p
     out = tmp_path / "timeline.png"
     assert audit_main(["plot", "--db", str(store.path), "--out", str(out)]) == 0
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "3 episode(s) on 3 bed(s)" in capsys.readouterr().out
+
+
+def test_cli_run_without_a_broker_exits_1(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    import socket
+
+    with socket.socket() as s:  # a port with nothing listening
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("MIRAGE_BOOTSTRAP_SERVERS", f"127.0.0.1:{port}")
+    assert audit_main(["run", "--db", str(tmp_path / "a.sqlite")]) == 1
+    assert f"127.0.0.1:{port}" in caplog.text
