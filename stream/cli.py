@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
-from typing import Any
+from typing import Any, Callable
 
 from stream.processor import ModelInfo, PredictorLike
 from stream.errors import SettingsError
@@ -25,8 +25,12 @@ def _import(spec: str) -> Any:
     return getattr(importlib.import_module(module), name)
 
 
-def load_model(settings: Settings, predictor_spec: str = "") -> tuple[PredictorLike, ModelInfo]:
-    """The predictor and its alert metadata, from the checkpoint and ``Settings.backend``.
+def load_model(settings: Settings, predictor_spec: str = "") -> tuple[PredictorLike, ModelInfo, Callable[[], PredictorLike] | None]:
+    """The predictor, its alert metadata and a fallback factory, from the checkpoint and ``Settings.backend``.
+
+    The fallback factory (None without ``Settings.fallback_backend``) builds the fallback backend
+    for the same checkpoint when the primary fails at run time; if the primary cannot even be
+    created, the fallback is used from the start.
 
     ``predictor_spec`` (``module:factory``) replaces the checkpoint with a site-provided predictor:
     ``factory(settings)`` returns an object with ``name``, ``config``, ``predict`` and optionally
@@ -35,7 +39,7 @@ def load_model(settings: Settings, predictor_spec: str = "") -> tuple[PredictorL
     if predictor_spec:
         pred = _import(predictor_spec)(settings)
         info = getattr(pred, "info", None) or ModelInfo(pred.name, "custom", "", 0.5)
-        return pred, info
+        return pred, info, None
     from engine.checkpoint import load_checkpoint, model_version
     from engine.predictor import make_predictor
 
@@ -50,7 +54,11 @@ def load_model(settings: Settings, predictor_spec: str = "") -> tuple[PredictorL
         pred = make_predictor(settings.fallback_backend, loaded, **opts)
     thresholds = {k: float(v) for k, v in loaded.thresholds.items()}
     info = ModelInfo(f"mirage-{loaded.config.name}", model_version(loaded), str(loaded.sha256), float(loaded.threshold), thresholds)
-    return pred, info
+    def build_fallback() -> PredictorLike:
+        return make_predictor(settings.fallback_backend, loaded)
+
+    use_fallback = bool(settings.fallback_backend) and settings.fallback_backend != settings.backend
+    return pred, info, (build_fallback if use_fallback else None)
 
 
 def add_connection_args(p: argparse.ArgumentParser) -> None:
@@ -86,14 +94,14 @@ def worker_main(argv: list[str]) -> int:
     try:
         settings = settings_from_args(args, consumer_group=args.group, metrics_port=args.metrics_port)
         log.info("settings: %s", {k: v for k, v in settings.redacted().items() if not k.startswith("dashboard")})
-        predictor, info = load_model(settings, args.predictor)
+        predictor, info, fallback = load_model(settings, args.predictor)
     except (MirageError, ImportError) as exc:
         log.error("cannot start the worker: %s", exc)
         return 2
     log.info("model %s %s (checkpoint %s) on backend %s", info.name, info.version, info.checkpoint_sha[:12], settings.backend)
     from stream.worker import StreamWorker
 
-    worker = StreamWorker(settings, predictor, info, stats_path=args.stats_out)
+    worker = StreamWorker(settings, predictor, info, stats_path=args.stats_out, fallback=fallback)
     return worker.run()
 
 

@@ -113,12 +113,18 @@ class StreamProcessor:
         executor: where the model runs (a one-thread pool by default).
         snapshot: ``(window) -> PNG bytes`` for episode starts, or None to skip snapshots.
         clock: ``() -> ns`` wall clock (alert emission time, lab ages).
+        fallback: ``() -> predictor`` building the fallback backend (``Settings.fallback_backend``);
+            used from the first batch the primary fails on, with a ``backend_failed`` technical
+            alarm carrying the advisory "fallback backend ... in use".
     """
 
     def __init__(self, predictor: PredictorLike, info: ModelInfo, settings: Settings, *, labcache: LabCache | None = None,
                  executor: Executor | None = None, snapshot: Callable[[EcgWindow], bytes] | None = None,
-                 clock: Callable[[], int] | None = None, metrics: Any | None = None) -> None:
+                 clock: Callable[[], int] | None = None, metrics: Any | None = None,
+                 fallback: Callable[[], PredictorLike] | None = None) -> None:
         self.predictor = predictor
+        self._fallback = fallback
+        self.on_fallback = False
         self.cfg: MirageConfig = predictor.config
         self.info = info
         self.settings = settings
@@ -268,10 +274,19 @@ class StreamProcessor:
         try:
             probs, lead_w = await loop.run_in_executor(self.executor, self._infer, batch, labs)
         except Exception as exc:
-            # The caller stops the worker (nothing acked); the technical alarm goes out first.
-            self.technical.on_backend_error(exc, False, t_ns=self.clock())
-            raise
-        self.technical.on_backend_ok(self.clock())
+            if self._fallback is None or self.on_fallback:
+                # The caller stops the worker (nothing acked); the technical alarm goes out first.
+                self.technical.on_backend_error(exc, False, t_ns=self.clock())
+                raise
+            log.error("backend %s failed (%s: %s); switching to the fallback backend", self.predictor.name,
+                      type(exc).__name__, str(exc)[:200])
+            self.predictor = await loop.run_in_executor(self.executor, self._fallback)
+            self.on_fallback = True
+            self.technical.on_backend_error(exc, self.predictor.name, t_ns=self.clock())
+            probs, lead_w = await loop.run_in_executor(self.executor, self._infer, batch, labs)
+        else:
+            if not self.on_fallback:
+                self.technical.on_backend_ok(self.clock())
         infer_s = time.perf_counter() - t0
         if self.metrics is not None:
             self.metrics.observe_batch(len(batch), infer_s)

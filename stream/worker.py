@@ -25,7 +25,7 @@ import os
 import time
 from collections import deque
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from stream.deadletter import DeadLetter, DeadLetterSink
 from stream.errors import WindowError, WireError
@@ -78,15 +78,18 @@ class StreamWorker:
         info: model name/version/sha/thresholds for alerts and the policy.
         stats_path: if set, a JSON summary is rewritten there every second and at shutdown
             (used by ``mirage demo`` and tests: counts, latency samples, ready flag).
+        fallback: builds the fallback backend when the primary fails at run time.
     """
 
-    def __init__(self, settings: Settings, predictor: PredictorLike, info: ModelInfo, *, stats_path: str | Path | None = None) -> None:
+    def __init__(self, settings: Settings, predictor: PredictorLike, info: ModelInfo, *, stats_path: str | Path | None = None,
+                 fallback: Callable[[], PredictorLike] | None = None) -> None:
         self.settings = settings
         self.metrics = StreamMetrics()
         self.redis = redis_client(settings)
         self.labcache = LabCache(self.redis, settings.lab_staleness_s)
         self.processor = StreamProcessor(predictor, info, settings, labcache=self.labcache,
-                                         snapshot=paper_snapshot(predictor.config.fs), metrics=self.metrics)
+                                         snapshot=paper_snapshot(predictor.config.fs), metrics=self.metrics,
+                                         fallback=fallback)
         self.stats_path = Path(stats_path) if stats_path else None
         self.producer: Any = None
         self.deadletters: DeadLetterSink | None = None

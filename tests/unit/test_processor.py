@@ -162,3 +162,23 @@ async def test_backend_failure_raises_and_queues_a_technical_alarm() -> None:
     with pytest.raises(RuntimeError, match="GPU lost"):  # a failing backend must not be skipped
         await proc.process([(c, c.seq) for c in chunks("b", rec, range(10))])
     assert [(a.kind, a.phase) for a in proc.tick()] == [("backend_failed", "start")]
+
+
+async def test_runtime_backend_failure_switches_to_the_fallback() -> None:
+    class Broken(AmplitudePredictor):
+        name = "gpu"
+
+        def predict(self, *a):
+            raise RuntimeError("CUDA error: device lost")
+
+    class Fallback(AmplitudePredictor):
+        name = "cpu-fallback"
+
+    proc = StreamProcessor(Broken(), INFO, settings(), fallback=Fallback)
+    rec = bed_record(1.0, 14, 8)
+    res = await proc.process([(c, c.seq) for c in chunks("b", rec, range(14))])
+    assert len(res.scored) == 3 and proc.on_fallback and proc.predictor.name == "cpu-fallback"
+    kinds = [(a.alert_type, a.kind, a.phase) for a in res.alerts]
+    assert ("mi", "mi_suspected", "start") in kinds  # monitoring went on
+    [tech] = [a for a in res.alerts if a.alert_type == "technical"]
+    assert (tech.kind, tech.phase) == ("backend_failed", "start") and "cpu-fallback" in " ".join(tech.advisories)
