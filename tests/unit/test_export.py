@@ -64,6 +64,18 @@ def test_parity_at_other_batch_sizes(exported, batch: int) -> None:
         np.testing.assert_allclose(got[name], ref[name], atol=1e-4, rtol=0)
 
 
+def test_parity_on_real_ptbxl_windows(exported, ptbxl_dir: Path) -> None:
+    """Real windows through engine.pipeline.model_inputs (conditioned ECG + rendered image)."""
+    from trt.cli import real_inputs
+    from trt.export import check_parity
+
+    model, path = exported
+    feed = real_inputs(CFG, ptbxl_dir, 6)
+    assert feed["ecg"].shape == (6, 12, CFG.T) and feed["image"].shape == (6, 1, 224, 224)
+    worst = check_parity(model, path, feed, atol=1e-4)
+    assert set(worst) == set(OUTPUT_NAMES)
+
+
 def test_film_is_live_in_the_graph(exported) -> None:
     """Labs present vs all missing change the ONNX output, exactly as in torch; all-missing = identity."""
     model, path = exported
