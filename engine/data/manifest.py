@@ -12,7 +12,9 @@ other column (kept out of the model).
 ``labs.csv`` - one row per lab result; columns ``patient_id`` or ``record`` (which the result
 belongs to), ``loinc``, ``value``, ``unit`` and optional ``time`` (ISO 8601 or seconds). Values are
 converted to the schema's canonical units with :mod:`engine.labs`; per record and LOINC code the
-latest result (by ``time``, then file order) is used. Unknown LOINC codes are skipped with one
+latest result (by ``time``, then file order) is used - when times are seconds on the record's
+clock (or a ``reported_s`` column gives when each result was published), only results available
+by the end of the record's window count, so a window never sees a troponin drawn after it. Unknown LOINC codes are skipped with one
 warning; an unconvertible unit or an implausible value is an error naming the row.
 """
 
@@ -64,10 +66,10 @@ def _optional_float(value: object) -> float | None:
 
 def _time_key(value: object) -> float:
     """Sort key for a lab time: seconds, or an ISO timestamp as epoch seconds; blank sorts first."""
-    if value is None or (isinstance(value, float) and math.isnan(value)) or str(value).strip() == "":
+    if value is None or (isinstance(value, float) and math.isnan(value)) or str(value).strip() in ("", "nan"):
         return -math.inf
     try:
-        return float(value)
+        return float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         ts = pd.Timestamp(str(value))
         if ts.tzinfo is None:
@@ -75,19 +77,27 @@ def _time_key(value: object) -> float:
         return ts.timestamp()
 
 
-def read_labs(path: str | Path) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, float]]]:
-    """Read a labs CSV into (by_patient, by_record): id -> {LOINC: canonical value} (latest wins).
+LabRow = tuple[float, int, str, float, "float | None"]  # (sort key, file row, LOINC, canonical value, available at s)
+
+
+def read_labs(path: str | Path) -> tuple[dict[str, list[LabRow]], dict[str, list[LabRow]]]:
+    """Read a labs CSV into (by_patient, by_record): id -> results sorted oldest first.
+
+    A result's *available* time is ``reported_s`` when that column exists, else ``time``, and
+    only when it is a number (seconds on the record's clock); ISO timestamps sort but never
+    filter.
 
     Raises:
         DatasetError: missing columns, a unit that cannot be converted or an implausible value.
     """
     p = Path(path)
-    df = pd.read_csv(p, dtype={"patient_id": str, "record": str, "loinc": str, "unit": str})
+    df = pd.read_csv(p, dtype={"patient_id": str, "record": str, "loinc": str, "unit": str, "time": str})
     missing = {"loinc", "value", "unit"} - set(df.columns)
     if missing or not ({"patient_id", "record"} & set(df.columns)):
         raise DatasetError(f"{p}: labs CSV needs columns loinc, value, unit and patient_id or record; has {list(df.columns)}")
-    rows = []
     unknown: set[str] = set()
+    by_patient: dict[str, list[LabRow]] = {}
+    by_record: dict[str, list[LabRow]] = {}
     for i, r in enumerate(df.to_dict("records"), start=2):
         loinc = str(r["loinc"]).strip()
         if loinc not in LAB_BY_LOINC:
@@ -95,21 +105,39 @@ def read_labs(path: str | Path) -> tuple[dict[str, dict[str, float]], dict[str, 
             continue
         try:
             value = lab_feature(loinc).to_canonical(float(r["value"]), str(r["unit"]))
+            key = _time_key(r.get("time"))
         except (LabError, ValueError) as exc:
             raise DatasetError(f"{p} row {i}: {exc}") from exc
-        rows.append((_time_key(r.get("time")), i, r, loinc, value))
+        avail = _numeric(r.get("reported_s")) if "reported_s" in df.columns else _numeric(r.get("time"))
+        row: LabRow = (key, i, loinc, value, avail)
+        rec, pid = _optional_str(r.get("record")), _optional_str(r.get("patient_id"))
+        if rec is not None:
+            by_record.setdefault(_strip_ext(rec), []).append(row)
+        elif pid is not None:
+            by_patient.setdefault(pid, []).append(row)
     if unknown:
         log.warning("%s: skipped results with LOINC codes outside the lab schema: %s", p.name, sorted(unknown))
-    by_patient: dict[str, dict[str, float]] = {}
-    by_record: dict[str, dict[str, float]] = {}
-    for _, _, r, loinc, value in sorted(rows, key=lambda t: (t[0], t[1])):  # latest overwrites
-        rec = _optional_str(r.get("record"))
-        pid = _optional_str(r.get("patient_id"))
-        if rec is not None:
-            by_record.setdefault(_strip_ext(rec), {})[loinc] = value
-        elif pid is not None:
-            by_patient.setdefault(pid, {})[loinc] = value
+    for table in (by_patient, by_record):
+        for rows in table.values():
+            rows.sort(key=lambda t: (t[0], t[1]))
     return by_patient, by_record
+
+
+def labs_until(rows: list[LabRow], until_s: float) -> dict[str, float]:
+    """Latest value per LOINC among ``rows`` available by ``until_s`` (rows without a numeric time always count)."""
+    out: dict[str, float] = {}
+    for _, _, loinc, value, avail in rows:  # oldest first: later results overwrite
+        if avail is None or avail <= until_s:
+            out[loinc] = value
+    return out
+
+
+def _numeric(value: object) -> float | None:
+    try:
+        v = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
 
 
 def _optional_str(value: object) -> str | None:
@@ -123,12 +151,13 @@ def _strip_ext(record: str) -> str:
     return record[: -len(".hea")] if record.endswith(".hea") else record
 
 
-def read_manifest(path: str | Path, labs_path: str | Path | None = None) -> list[Item]:
+def read_manifest(path: str | Path, labs_path: str | Path | None = None, *, window_s: float = 10.0) -> list[Item]:
     """Read a manifest (file or folder) and its labs into items.
 
     Args:
         path: the manifest CSV, or a folder holding ``manifest.csv``.
         labs_path: a labs CSV; default ``labs.csv`` next to the manifest when it exists.
+        window_s: the model window, so labs reported after a window's end are not given to it.
 
     Raises:
         DatasetError: missing file or columns, bad labels, a record whose header is absent.
@@ -166,7 +195,8 @@ def read_manifest(path: str | Path, labs_path: str | Path | None = None) -> list
         onset = _optional_float(r.get("mi_onset_s"))
         if start is None:
             start = onset if (label == 1 and onset is not None) else 0.0
-        labs = {**by_patient.get(pid, {}), **by_record.get(rec, {})}  # a record's own results win
+        until = float(start) + window_s
+        labs = {**labs_until(by_patient.get(pid, []), until), **labs_until(by_record.get(rec, []), until)}  # a record's own results win
         items.append(
             Item(
                 record_id=rec,

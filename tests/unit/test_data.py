@@ -253,3 +253,18 @@ def test_training_split_rules(ptbxl_dir: Path) -> None:
     train, val, test, how = split_items(plain, None, None, seed=0)
     assert "patient hash" in how
     check_disjoint(train=train, val=val, test=test)
+
+
+def test_labs_reported_after_the_window_are_ignored(tmp_path: Path) -> None:
+    root = tmp_path / "sim"
+    write_record(root / "rec", "a", sine_record(seconds=40.0))
+    (root / "manifest.csv").write_text("record,label,patient_id,mi_onset_s,window_start_s\nrec/a,1,P9,5,20\n")
+    (root / "labs.csv").write_text(
+        "record,patient_id,loinc,value,unit,time,reported_s\n"
+        "rec/a,P9,89579-7,10,ng/L,-3600,-600\n"  # available before the window
+        "rec/a,P9,89579-7,90,ng/L,0,25\n"  # reported during the window (20-30 s): used
+        "rec/a,P9,89579-7,900,ng/L,10,45\n"  # reported after the window ends: ignored
+    )
+    (item,) = read_manifest(root)
+    assert item.offset_s == 20.0
+    assert item.labs == {"89579-7": pytest.approx(90.0)}
