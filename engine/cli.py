@@ -19,6 +19,16 @@ log = logging.getLogger(__name__)
 DEFAULT_CACHE = Path(".mirage/cache")
 
 
+class _DefaultsFormatter(argparse.HelpFormatter):
+    """Shows '(default: X)' only for options whose default means something (not None/False)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default is not None and action.default is not False and action.default != argparse.SUPPRESS and "%(default)" not in text and action.option_strings:
+            text += " (default: %(default)s)"
+        return text
+
+
 def _folds(text: str) -> list[int]:
     try:
         return [int(t) for t in text.replace(" ", "").split(",") if t]
@@ -31,20 +41,21 @@ def train_parser() -> argparse.ArgumentParser:
         prog="mirage train",
         description=(
             "Train MIRAGE on a PTB-XL folder or a manifest dataset (see docs/DATA.md) and write a checkpoint "
-            "with its 90%%-specificity alarm threshold. Splits are patient-wise: PTB-XL strat_fold (default: "
+            "with its 90%-specificity alarm threshold. Splits are patient-wise: PTB-XL strat_fold (default: "
             "the two highest folds are validation and test), a manifest 'split' column, or a patient hash. "
             "Progress is saved every epoch to CKPT.state; --resume continues an interrupted run."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_DefaultsFormatter,
+        epilog="example: mirage train --data ../shared/data/ptbxl-sample --synthetic 400 --out runs/mirage.pt",
     )
     p.add_argument("--data", type=Path, help="PTB-XL folder (ptbxl_database.csv, scp_statements.csv, records500/) or manifest CSV/folder")
     p.add_argument("--labs", type=Path, help="labs CSV for a manifest (default: labs.csv next to it)")
     p.add_argument("--out", type=Path, required=True, help="checkpoint to write (.pt); training state goes to OUT.state")
     p.add_argument("--preset", default="small", help="model preset: paper, default, small, tiny")
     p.add_argument("--epochs", type=int, default=30, help="maximum epochs")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=32, help="samples per optimisation step")
     p.add_argument("--lr", type=float, default=5e-4, help="peak AdamW learning rate (warm-up then cosine)")
-    p.add_argument("--weight-decay", type=float, default=0.05)
+    p.add_argument("--weight-decay", type=float, default=0.05, help="AdamW weight decay")
     p.add_argument("--patience", type=int, default=8, help="early stop after this many epochs without better validation AUROC")
     p.add_argument("--seed", type=int, default=0, help="seeds python, numpy, torch and the splits of synthetic data")
     p.add_argument("--val-fold", type=_folds, help="validation fold(s), e.g. 7 or 6,7 (datasets with folds; default: second-highest fold)")
@@ -92,7 +103,8 @@ def evaluate_parser() -> argparse.ArgumentParser:
             "sensitivity/specificity it gives, ECE), predictions.csv, roc.png, pr.png and reliability.png. "
             "Positive = MI; negatives = every other labelled record, or only NORM with --negatives norm."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_DefaultsFormatter,
+        epilog="example: mirage evaluate --data ../shared/data/ptbxl-sample --folds 8 --out runs/report",
     )
     p.add_argument("--checkpoint", type=Path, help="checkpoint (.pt); default: the shipped engine/checkpoints/mirage-default.pt")
     p.add_argument("--data", type=Path, required=True, help="PTB-XL folder or manifest CSV/folder")
