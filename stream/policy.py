@@ -5,7 +5,9 @@ window above threshold does not alarm (k of the last n windows must), an active 
 flicker off on one low window (the probability must stay below a lower *end* threshold for
 ``end_consecutive`` windows: hysteresis), and a bed that just ended an episode is quiet for
 ``cooldown_s`` (alarm fatigue). Escalation to level 2 when the probability reaches
-``escalate_probability`` produces an ``update`` event, as does the return to level 1.
+``escalate_probability`` produces an ``update`` event at once; the return to level 1 needs the
+probability below ``escalate_probability - deescalate_margin`` for ``end_consecutive`` windows
+(the same hysteresis, so a probability hovering around 0.9 does not flap the level).
 
 Episode ids are deterministic (:func:`stream.schema.make_alert_id` of the bed, patient and the
 end time of the window that started the episode) so a replay after a restart re-emits the same
@@ -35,6 +37,7 @@ class PolicyConfig:
         n: ... among the last n windows to start an episode.
         cooldown_s: after an episode ends no new one starts for this long (window time).
         escalate_probability: level 2 at or above this probability.
+        deescalate_margin: back to level 1 only below ``escalate_probability`` minus this.
     """
 
     threshold_start: float
@@ -44,6 +47,7 @@ class PolicyConfig:
     n: int = 3
     cooldown_s: float = 60.0
     escalate_probability: float = 0.9
+    deescalate_margin: float = 0.1
 
     def __post_init__(self) -> None:
         if not (0.0 <= self.threshold_end <= self.threshold_start <= 1.0):
@@ -73,6 +77,7 @@ class _BedState:
     active_id: str = ""
     level: int = 0
     below: int = 0
+    calm: int = 0  # consecutive level-2 windows below the de-escalation point
     cooldown_until_ns: int = -1
     last_window_seq: int = -1
 
@@ -129,15 +134,23 @@ class AlertPolicy:
                 self._end(st, window_end_ns)
             return events
         st.below = 0
-        if level != st.level:
-            st.level = level
-            events.append(PolicyEvent("update", st.active_id, level, p, window_seq, window_end_ns))
+        if st.level < 2 and level == 2:
+            st.level, st.calm = 2, 0
+            events.append(PolicyEvent("update", st.active_id, 2, p, window_seq, window_end_ns))
+        elif st.level == 2 and p < c.escalate_probability - c.deescalate_margin:
+            st.calm += 1
+            if st.calm >= c.end_consecutive:
+                st.level, st.calm = 1, 0
+                events.append(PolicyEvent("update", st.active_id, 1, p, window_seq, window_end_ns))
+        else:
+            st.calm = 0
         return events
 
     def _end(self, st: _BedState, window_end_ns: int) -> None:
         st.active_id = ""
         st.level = 0
         st.below = 0
+        st.calm = 0
         st.recent.clear()
         st.cooldown_until_ns = window_end_ns + int(self.config.cooldown_s * 1e9)
 
@@ -157,7 +170,7 @@ class AlertPolicy:
         if st is None:
             return None
         return {"patient_id": st.patient_id, "recent": [bool(x) for x in st.recent], "active_id": st.active_id,
-                "level": st.level, "below": st.below, "cooldown_until_ns": st.cooldown_until_ns,
+                "level": st.level, "below": st.below, "calm": st.calm, "cooldown_until_ns": st.cooldown_until_ns,
                 "last_window_seq": st.last_window_seq}
 
     def import_state(self, bed_id: str, data: dict) -> None:
@@ -165,7 +178,7 @@ class AlertPolicy:
         try:
             st = _BedState(recent=deque((bool(x) for x in data["recent"]), maxlen=self.config.n),
                            patient_id=str(data["patient_id"]), active_id=str(data["active_id"]), level=int(data["level"]),
-                           below=int(data["below"]), cooldown_until_ns=int(data["cooldown_until_ns"]),
+                           below=int(data["below"]), calm=int(data.get("calm", 0)), cooldown_until_ns=int(data["cooldown_until_ns"]),
                            last_window_seq=int(data["last_window_seq"]))
         except (KeyError, TypeError, ValueError) as exc:
             raise PolicyError(f"bad saved policy state for a bed: {exc!r}") from None

@@ -39,9 +39,9 @@ def test_hysteresis_end_needs_consecutive_low_windows() -> None:
 def test_escalation_updates_and_same_episode_id() -> None:
     pol = AlertPolicy(CFG)
     evs = []
-    for seq, p in enumerate([0.7, 0.7, 0.95, 0.8, 0.2, 0.1]):
+    for seq, p in enumerate([0.7, 0.7, 0.95, 0.75, 0.75, 0.2, 0.1]):
         evs += pol.update("b1", "p1", p, seq, (10 + 2 * seq) * S)
-    assert [(e.phase, e.level) for e in evs] == [("start", 1), ("update", 2), ("update", 1), ("end", 1)]
+    assert [(e.phase, e.level, e.window_seq) for e in evs] == [("start", 1, 1), ("update", 2, 2), ("update", 1, 4), ("end", 1, 6)]
     assert len({e.alert_id for e in evs}) == 1
     assert evs[0].alert_id == make_alert_id("mi", "mi_suspected", "b1", "p1", 12 * S)
 
@@ -94,3 +94,9 @@ def test_exported_state_continues_the_episode_in_a_new_policy() -> None:
     assert [(e.phase, e.alert_id) for e in evs] == [("end", start.alert_id)]
     with pytest.raises(PolicyError):
         b.import_state("b2", {"recent": []})
+
+
+def test_level_does_not_flap_around_the_escalation_probability() -> None:
+    pol = AlertPolicy(CFG)
+    events = feed(pol, [0.95, 0.95, 0.85, 0.93, 0.82, 0.91, 0.86, 0.95])
+    assert events == [(1, "start", 2)]  # dips to 0.82-0.86 are above 0.9 - 0.1: level 2 holds
