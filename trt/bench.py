@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 CPU_CANDIDATES: tuple[str, ...] = ("onnxruntime", "onnxruntime-int8", "torch-compile", "torch-bf16")
 GPU_CANDIDATES: tuple[str, ...] = ("torch-cuda", "torch-cuda-bf16", "tensorrt")
 BASELINE = "torch"
+ROUNDS = 5  # timing slices per backend and batch size
 
 
 @dataclass
@@ -111,25 +112,29 @@ def all_probs(predictor: Any, inputs: Any, batch: int = 32) -> np.ndarray:
     return np.concatenate(out)
 
 
-def time_backend(predictor: Any, inputs: Any, batch: int, seconds: float, *, warmup: int = 2) -> dict[str, float]:
-    """Windows/s and latency percentiles of ``predict`` at one batch size, for about ``seconds``."""
-    n = len(inputs.ecg)
-    feed = _batches(inputs, batch, n)
+def measure(predictor: Any, inputs: Any, batch: int, seconds: float, *, warmup: int = 0) -> list[float]:
+    """Latencies (s) of back-to-back ``predict`` calls at one batch size for about ``seconds`` (>= 3 calls)."""
+    feed = _batches(inputs, batch, len(inputs.ecg))
     for _ in range(warmup):
         predictor.predict(*next(feed))
-    lat = []
+    lat: list[float] = []
     t_end = time.perf_counter() + seconds
     while time.perf_counter() < t_end or len(lat) < 3:
         args = next(feed)
         t0 = time.perf_counter()
         predictor.predict(*args)
         lat.append(time.perf_counter() - t0)
-    lat_ms = np.asarray(lat) * 1e3
+    return lat
+
+
+def latency_stats(latencies: Sequence[float], batch: int) -> dict[str, float]:
+    """Windows/s (windows over summed call time) and p50/p99 call latency in ms."""
+    lat_ms = np.asarray(latencies) * 1e3
     return {
-        "windows_per_s": round(batch * len(lat) / float(np.sum(lat)), 2),
+        "windows_per_s": round(batch * len(lat_ms) / (float(np.sum(lat_ms)) / 1e3), 2),
         "p50_ms": round(float(np.percentile(lat_ms, 50)), 2),
         "p99_ms": round(float(np.percentile(lat_ms, 99)), 2),
-        "calls": len(lat),
+        "calls": int(len(lat_ms)),
     }
 
 
@@ -201,7 +206,7 @@ def run_bench(
 
     results: list[BackendResult] = []
     predictors: dict[str, Any] = {}
-    base = make_predictor(BASELINE, loaded.path)
+    base = make_predictor(BASELINE, loaded.path, threads=threads)
     predictors[BASELINE] = base
     base_probs = all_probs(base, inputs)
     base_auc = auroc(base_probs, labels) if labels is not None else None
@@ -211,7 +216,7 @@ def run_bench(
         if reason:
             results.append(BackendResult(name, skipped=reason))
             continue
-        opts: dict[str, Any] = {"threads": threads} if name.startswith("onnxruntime") and threads else {}
+        opts: dict[str, Any] = {"threads": threads} if threads and name != "tensorrt" else {}
         try:
             t0 = time.perf_counter()
             pred = create(name, loaded, **opts)
@@ -233,10 +238,20 @@ def run_bench(
     by_name = {r.name: r for r in results}
     from tqdm import tqdm
 
-    jobs = [(b, n) for b in batches for n in predictors]
-    # Interleaved: all backends at batch 1, then all at batch 8, ... so load bursts spread out.
-    for batch, name in tqdm(jobs, desc="timing", unit="run", disable=None):
-        by_name[name].per_batch[batch] = time_backend(predictors[name], inputs, batch, seconds)
+    # Interleaved in rounds (every backend gets a slice of each round at each batch size) so a burst
+    # of load from other processes hits all backends alike instead of whichever ran then.
+    rounds = max(1, min(ROUNDS, int(seconds / 0.5)))
+    with tqdm(total=len(batches) * rounds * len(predictors), desc="timing", unit="slice", disable=None) as bar:
+        for batch in batches:
+            lat: dict[str, list[float]] = {name: [] for name in predictors}
+            for name, pred in predictors.items():
+                measure(pred, inputs, batch, 0.0, warmup=2)
+            for _ in range(rounds):
+                for name, pred in predictors.items():
+                    lat[name] += measure(pred, inputs, batch, seconds / rounds)
+                    bar.update()
+            for name in predictors:
+                by_name[name].per_batch[batch] = latency_stats(lat[name], batch)
     return results
 
 
@@ -322,7 +337,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backends", help="comma-separated backends to try (default: every CPU one, plus GPU ones where CUDA exists)")
     p.add_argument("--data", type=Path, help="PTB-XL folder (default: ../shared/data/ptbxl-sample if present, else synthetic)")
     p.add_argument("--limit", type=int, default=400, help="at most this many records (default: 400)")
-    p.add_argument("--threads", type=int, help="CPU threads for ONNX Runtime (default: all available cores)")
+    p.add_argument("--threads", type=int, help=(
+        "CPU threads for every backend, the torch baseline included (default: torch's default and one ONNX Runtime "
+        "thread per core). On a loaded machine fewer threads avoid OpenMP stalls: compare runs with --threads 1"))
     p.add_argument("--max-auroc-change", type=float, default=0.005, help="a backend counts as 'best' only within this AUROC change (default: 0.005)")
     p.add_argument("--out", type=Path, help="also write the JSON summary (with every measurement) to this file")
     p.add_argument("--plot", type=Path, help="also draw windows/s per backend and batch as a PNG bar chart here")
@@ -340,7 +357,8 @@ def bench_main(argv: list[str]) -> int:
     cfg = loaded.config
     inputs, labels, data_source = load_eval_inputs(cfg, ptbxl=data if data.is_dir() else None, limit=args.limit)
     backends = [b.strip() for b in args.backends.split(",")] if args.backends else [*CPU_CANDIDATES, *GPU_CANDIDATES]
-    print(f"model: {source} ({cfg.name}); data: {data_source}; cores: {len(os.sched_getaffinity(0))}; load: {load_before[0]:.2f}")
+    print(f"model: {source} ({cfg.name}); data: {data_source}; cores: {len(os.sched_getaffinity(0))}; "
+          f"threads: {args.threads or 'default'}; load: {load_before[0]:.2f}")
     results = run_bench(loaded, inputs, labels, backends=backends, batches=batches, seconds=args.seconds,
                         threads=args.threads, explicit=bool(args.backends))
     print(format_table(results, batches))
@@ -348,6 +366,7 @@ def bench_main(argv: list[str]) -> int:
     out.update({
         "model": source,
         "data": data_source,
+        "threads": args.threads,
         "load_avg_before": round(load_before[0], 2),
         "load_avg_after": round(os.getloadavg()[0], 2),
         "backends": {
