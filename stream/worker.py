@@ -172,6 +172,12 @@ class StreamWorker:
                 await self._ensure_started()
                 await self.handle_lab_events(events)
 
+        @app.task
+        async def start_resources() -> None:
+            # Producer, model warm-up and /metrics before the first chunk, not on it.
+            await self._ensure_started()
+            self.write_stats()
+
         app.agent(chunks_topic, name="mirage-chunks")(chunks_agent)
         app.agent(labs_topic, name="mirage-labs")(labs_agent)
 
@@ -312,7 +318,7 @@ class StreamWorker:
         def q(p: float, xs: list[float] = lat) -> float | None:
             return round(xs[min(len(xs) - 1, int(p * len(xs)))], 2) if xs else None
 
-        data = {"ready": self.assigned, "final": final, "pid": os.getpid(), "partitions": self.partitions, **self.counts,
+        data = {"ready": self.assigned and self.producer is not None, "final": final, "pid": os.getpid(), "partitions": self.partitions, **self.counts,
                 "p50_latency_ms": q(0.50), "p99_latency_ms": q(0.99), "latency_samples": len(lat),
                 "p50_consume_lag_ms": q(0.5, lag), "p99_consume_lag_ms": q(0.99, lag),
                 "windower": dict(self.processor.windower.counts),
