@@ -1,0 +1,430 @@
+"""``mirage bench load``: N live beds through broker + worker, windows/s and end-to-end latency.
+
+N simulated bedside monitors publish 12-lead ECG chunks **in real time** (one ``chunk_s`` chunk
+per bed every ``chunk_s`` wall seconds, 500 Hz, the wire format of :mod:`stream.schema`) into the
+broker; one real ``mirage worker`` (the recording subclass of :mod:`stream.validate`, which writes
+one line per scored window) consumes them. Over a steady period (after ``warmup_s``) we measure:
+
+* **windows/s** scored (expected: beds / hop_s when the worker keeps up);
+* **end-to-end latency** per window, p50/p99: from the wall time of the window's last sample
+  (the chunk is published the moment that sample is acquired, as a gateway does) to the moment
+  the worker's outputs for that window were acknowledged by the broker (the alert decision is on
+  the topic when there is one). Windows not scored by the end of the drain count with the time
+  they had waited (a lower bound), so a worker that falls behind cannot look fast;
+* **consumer lag**: chunks published minus chunks the worker consumed (sampled every second;
+  Tansu's end offsets are unreliable, so lag is counted, not queried), and the worker's own
+  broker-timestamp-to-agent delay;
+* **CPU and memory** of the worker process (psutil; 100 % = one core) and of the load generator.
+
+``--find-max`` runs trials with the same worker (each trial's beds are discharged at its end),
+doubling N while p99 stays under ``--p99-bound-ms``, then bisecting, and reports the largest N
+that met the bound. Signals come from a small pool of synthetic beds generated once
+(:mod:`simulators`), looped with per-bed offsets: generating 200 patients' ECG live would cost
+more CPU than the worker being measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import logging
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from stream.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrialResult:
+    """One load level: what was offered and what was measured over the steady period."""
+
+    beds: int
+    duration_s: float
+    steady_s: float
+    windows: int
+    windows_per_s: float
+    expected_windows_per_s: float
+    p50_latency_ms: float | None
+    p99_latency_ms: float | None
+    max_latency_ms: float | None
+    unscored_windows: int
+    max_lag_chunks: int
+    worker_consume_lag_p99_ms: float | None
+    worker_cpu_percent: float
+    worker_rss_mb: float
+    generator_cpu_percent: float
+    chunks_sent: int
+    load_avg_1m: float = 0.0  # of the whole machine at the end of the trial (other tenants' load shows here)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def ok(self, bound_ms: float) -> bool:
+        """Kept up (>= 95 % of the expected windows) with p99 under the bound."""
+        return (self.p99_latency_ms is not None and self.p99_latency_ms < bound_ms
+                and self.windows_per_s >= 0.95 * self.expected_windows_per_s)
+
+
+def percentile(xs: list[float], q: float) -> float | None:
+    """The q-quantile (0..1) by nearest rank, None when empty."""
+    if not xs:
+        return None
+    s = sorted(xs)
+    return float(s[min(len(s) - 1, max(0, math.ceil(q * len(s)) - 1))])
+
+
+def steady_latencies(records: list[dict[str, Any]], t_from_ns: int, t_to_ns: int, beds: set[str],
+                     expected: dict[str, list[int]], drained_ns: int) -> tuple[list[float], int]:
+    """Latencies (ms, last sample -> outputs acknowledged) of the windows that end in [t_from, t_to).
+
+    ``expected`` maps a bed to the end times of every window it should have produced in that
+    period; windows with no record are counted as unscored with latency ``drained_ns - end``.
+    """
+    seen: dict[tuple[str, int], float] = {}
+    for d in records:
+        if d["bed"] in beds and t_from_ns <= int(d["end_ns"]) < t_to_ns:
+            seen[(d["bed"], int(d["end_ns"]))] = (int(d["done_ns"]) - int(d["end_ns"])) / 1e6
+    lat = list(seen.values())
+    unscored = 0
+    for bed, ends in expected.items():
+        for e in ends:
+            if t_from_ns <= e < t_to_ns and (bed, e) not in seen:
+                unscored += 1
+                lat.append((drained_ns - e) / 1e6)
+    return lat, unscored
+
+
+class SignalPool:
+    """A few synthetic 12-lead signals (mV, LEADS order) that N beds loop over with offsets."""
+
+    def __init__(self, n: int = 12, seconds: float = 60.0, fs: float = 500.0, seed: int = 7) -> None:
+        from simulators.cohort import build_cohort
+        from simulators.replay import resolve_source
+
+        sc = dataclasses.replace(resolve_source("ward"), beds=n, bed=(), duration_s=seconds, fs=fs, seed=seed)
+        beds = build_cohort(sc)
+        self.fs = float(beds[0].fs)
+        self.signals = [np.asarray(b.read(b.n_samples), np.float32) for b in beds]
+        self.length = min(s.shape[1] for s in self.signals)
+
+    def read(self, bed: int, start: int, n: int) -> np.ndarray:
+        """``n`` samples of pool signal ``bed % len`` from absolute sample ``start`` (looping, offset per bed)."""
+        x = self.signals[bed % len(self.signals)]
+        idx = (np.arange(start, start + n) + bed * 3571) % self.length
+        return x[:, idx]
+
+
+SLOT_S = 0.05  # the gateway's scheduling resolution
+
+
+def bed_phases(beds: int, hop_s: float, chunk_s: float, synchronized: bool) -> list[int]:
+    """Per-bed acquisition start offsets in slots of :data:`SLOT_S`.
+
+    Real monitors are not phase-aligned: spreading the beds' starts evenly over one hop makes
+    their windows complete evenly over time. ``synchronized`` (every bed at offset 0: all windows
+    complete in the same instant) is the worst-case burst.
+    """
+    if synchronized or beds <= 0:
+        return [0] * max(0, beds)
+    span = max(1, int(round(hop_s / SLOT_S)))
+    return [int(i * span / beds) for i in range(beds)]
+
+
+async def _gateway(pool: SignalPool, settings: Settings, prefix: str, phases: list[int], duration_s: float, chunk_s: float,
+                   producer: Any, sent: list[int], t0_ns: int, t0_mono: float) -> None:
+    """Publish one bed per entry of ``phases`` in real time for ``duration_s``.
+
+    Bed ``i`` acquires its sample 0 at ``t0 + phases[i]·SLOT_S``; its chunk ``k`` is sent when its
+    last sample has been acquired; after ``duration_s`` each bed sends an end-of-stream chunk.
+    """
+    from engine.config import LEADS
+    from stream.schema import EcgChunk, encode_chunk
+
+    n = int(round(chunk_s * pool.fs))
+    per_chunk = max(1, int(round(chunk_s / SLOT_S)))
+    ticks = int(duration_s / chunk_s)
+    by_phase: dict[int, list[int]] = {}
+    for i, ph in enumerate(phases):
+        by_phase.setdefault(ph, []).append(i)
+    last_slot = max(phases, default=0) + (ticks + 1) * per_chunk
+    pending: set[asyncio.Future] = set()
+    for slot in range(1, last_slot + 1):
+        await asyncio.sleep(max(0.0, t0_mono + slot * SLOT_S - time.monotonic()))
+        for ph, group in by_phase.items():
+            if slot - ph <= 0 or (slot - ph) % per_chunk:
+                continue
+            k = (slot - ph) // per_chunk - 1
+            if k > ticks:
+                continue
+            for i in group:
+                bed = f"{prefix}-{i:04d}"
+                eos = k == ticks
+                x = np.zeros((len(LEADS), 0), np.float32) if eos else pool.read(i, k * n, n)
+                start_ns = t0_ns + int(round(ph * SLOT_S * 1e9)) + int(round(k * n * 1e9 / pool.fs))
+                chunk = EcgChunk(bed, f"pt-{bed}", k, start_ns, pool.fs, LEADS, x, eos)
+                pending.add(await producer.send(settings.topic_chunks, encode_chunk(chunk), key=bed.encode()))
+                sent[0] += 1
+        done = {f for f in pending if f.done()}
+        for f in done:
+            f.result()
+        pending -= done
+    if pending:
+        await asyncio.gather(*pending)
+
+
+def expected_window_ends(prefix: str, phases: list[int], t0_ns: int, samples: int, fs: float, win: int, hop: int
+                         ) -> dict[str, list[int]]:
+    """End times (ns) of every window each bed produces from ``samples`` samples."""
+    out: dict[str, list[int]] = {}
+    for i, ph in enumerate(phases):
+        t0 = t0_ns + int(round(ph * SLOT_S * 1e9))
+        out[f"{prefix}-{i:04d}"] = [t0 + int(round((k * hop + win) * 1e9 / fs)) for k in range((samples - win) // hop + 1)] if samples >= win else []
+    return out
+
+
+@dataclass
+class BenchOptions:
+    """Load-bench settings."""
+
+    beds: int = 50
+    duration_s: float = 60.0
+    warmup_s: float = 15.0
+    chunk_s: float = 0.5
+    backend: str = "torch"
+    checkpoint: str | None = None
+    find_max: bool = False
+    p99_bound_ms: float = 1000.0
+    max_beds: int = 800
+    profile: Path | None = None
+    drain_s: float = 60.0
+    synchronized: bool = False
+
+
+class LoadBench:
+    """One worker, one gateway, several trials."""
+
+    def __init__(self, settings: Settings, opts: BenchOptions, workdir: Path) -> None:
+        from stream.validate import RecordingWorkerProcess
+
+        self.settings, self.opts = settings, opts
+        self.worker = RecordingWorkerProcess(settings, workdir / "worker")
+        self.pool = SignalPool()
+        self.trial_no = 0
+
+    async def start(self) -> None:
+        await self.worker.wait_ready(180.0)
+
+    def stop(self) -> int:
+        return self.worker.stop()
+
+    async def trial(self, beds: int, duration_s: float) -> TrialResult:
+        """Run ``beds`` beds for ``duration_s`` and measure the steady period."""
+        import psutil
+        from aiokafka import AIOKafkaProducer
+
+        from engine.checkpoint import load_checkpoint
+        from stream.windower import Windower
+
+        self.trial_no += 1
+        prefix = f"lb{self.trial_no}-{uuid.uuid4().hex[:4]}"
+        cfg = load_checkpoint(self.settings.checkpoint or None).config if not hasattr(self, "cfg") else self.cfg
+        self.cfg = cfg
+        win, hop = Windower(cfg, hop_s=self.settings.hop_s).window_samples(self.pool.fs)
+        proc = psutil.Process(self.worker.proc.pid)
+        me = psutil.Process()
+        proc.cpu_percent(None)
+        me.cpu_percent(None)
+        producer = AIOKafkaProducer(**self.settings.kafka_client_kwargs(), acks="all", linger_ms=5,
+                                    max_request_size=self.settings.max_message_bytes, enable_idempotence=False)
+        await producer.start()
+        sent = [0]
+        consumed0 = int(self.worker.read().get("chunks") or 0)
+        t0_ns, t0_mono = time.time_ns(), time.monotonic()
+        samples_cpu: list[tuple[float, float, float, float]] = []  # (t, worker cpu, rss MB, generator cpu)
+        lags: list[int] = []
+        phases = bed_phases(beds, cfg.hop_s if not self.settings.hop_s else self.settings.hop_s, self.opts.chunk_s, self.opts.synchronized)
+        gw = asyncio.create_task(_gateway(self.pool, self.settings, prefix, phases, duration_s, self.opts.chunk_s, producer,
+                                          sent, t0_ns, t0_mono))
+        spy = self._start_profile(duration_s)
+        t_start = time.monotonic()
+        while not gw.done():
+            await asyncio.sleep(1.0)
+            t = time.monotonic() - t_start
+            samples_cpu.append((t, proc.cpu_percent(None), proc.memory_info().rss / 2**20, me.cpu_percent(None)))
+            lags.append(sent[0] - (int(self.worker.read().get("chunks") or 0) - consumed0))
+        await gw
+        await producer.stop()
+        # Drain: wait until the worker consumed everything sent (bounded).
+        deadline = time.monotonic() + self.opts.drain_s
+        while time.monotonic() < deadline and int(self.worker.read().get("chunks") or 0) - consumed0 < sent[0]:
+            await asyncio.sleep(0.25)
+        await asyncio.sleep(1.5)  # the last batch's records
+        drained_ns = time.time_ns()
+        if spy is not None:
+            spy.wait(timeout=60)
+        n_samples = int(duration_s / self.opts.chunk_s) * int(round(self.opts.chunk_s * self.pool.fs))
+        expected = expected_window_ends(prefix, phases, t0_ns, n_samples, self.pool.fs, win, hop)
+        t_from = t0_ns + int(self.opts.warmup_s * 1e9)
+        t_to = t0_ns + int(duration_s * 1e9)
+        bed_ids = set(expected)
+        lat, unscored = steady_latencies(self.worker.windows(), t_from, t_to, bed_ids, expected, drained_ns)
+        steady_s = max(1e-9, duration_s - self.opts.warmup_s)
+        scored = len(lat) - unscored
+        steady_cpu = [s for s in samples_cpu if s[0] >= self.opts.warmup_s] or samples_cpu
+        stats = self.worker.read()
+        res = TrialResult(
+            beds=beds, duration_s=duration_s, steady_s=steady_s, windows=scored, windows_per_s=round(scored / steady_s, 2),
+            expected_windows_per_s=round(sum(t_from <= e < t_to for ends in expected.values() for e in ends) / steady_s, 2),
+            p50_latency_ms=_r(percentile(lat, 0.50)), p99_latency_ms=_r(percentile(lat, 0.99)), max_latency_ms=_r(max(lat) if lat else None),
+            unscored_windows=unscored, max_lag_chunks=max(lags) if lags else 0,
+            worker_consume_lag_p99_ms=stats.get("p99_consume_lag_ms"),
+            worker_cpu_percent=round(float(np.mean([s[1] for s in steady_cpu])) if steady_cpu else 0.0, 1),
+            worker_rss_mb=round(max((s[2] for s in samples_cpu), default=0.0), 1),
+            generator_cpu_percent=round(float(np.mean([s[3] for s in steady_cpu])) if steady_cpu else 0.0, 1),
+            chunks_sent=sent[0],
+            load_avg_1m=round(os.getloadavg()[0], 2),
+            extra={k: stats.get(k) for k in ("p50_latency_ms", "p99_latency_ms", "p50_consume_lag_ms", "p99_consume_lag_ms")})
+        log.info("trial %d: %s", self.trial_no, json.dumps(dataclasses.asdict(res)))
+        return res
+
+    def _start_profile(self, duration_s: float) -> subprocess.Popen | None:
+        """py-spy the worker over the steady period (``--profile``): a speedscope/flamegraph file."""
+        if self.opts.profile is None:
+            return None
+        import shutil
+
+        exe = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+        out = self.opts.profile
+        fmt = "speedscope" if out.suffix == ".json" else ("raw" if out.suffix == ".txt" else "flamegraph")
+        cmd = [exe, "record", "--pid", str(self.worker.proc.pid), "--duration", str(max(1, int(duration_s - self.opts.warmup_s))),
+               "--rate", "50", "--format", fmt, "--output", str(out), "--nonblocking", "--idle"]
+        delay = f"sleep {self.opts.warmup_s:.0f}; "
+        try:
+            return subprocess.Popen(["bash", "-c", delay + " ".join(cmd)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        except OSError as exc:
+            log.warning("py-spy not started: %s", exc)
+            return None
+
+
+def _r(v: float | None) -> float | None:
+    return None if v is None else round(v, 1)
+
+
+async def run_bench(settings: Settings, opts: BenchOptions, workdir: Path, say: Any = print) -> dict[str, Any]:
+    """One trial at ``opts.beds``, or the ``--find-max`` search; returns the summary (JSON line)."""
+    bench = LoadBench(settings, opts, workdir)
+    trials: list[TrialResult] = []
+    try:
+        await bench.start()
+        if not opts.find_max:
+            trials.append(await bench.trial(opts.beds, opts.duration_s))
+            say(_line(trials[-1], opts.p99_bound_ms))
+        else:
+            good, bad, n = 0, 0, max(1, opts.beds)
+            while n <= opts.max_beds:  # double while the bound holds
+                trials.append(await bench.trial(n, opts.duration_s))
+                say(_line(trials[-1], opts.p99_bound_ms))
+                if trials[-1].ok(opts.p99_bound_ms):
+                    good, n = n, n * 2
+                else:
+                    bad = n
+                    break
+            while bad and bad - good > max(2, good // 10):  # bisect to ~10 %
+                n = (good + bad) // 2
+                trials.append(await bench.trial(n, opts.duration_s))
+                say(_line(trials[-1], opts.p99_bound_ms))
+                if trials[-1].ok(opts.p99_bound_ms):
+                    good = n
+                else:
+                    bad = n
+    finally:
+        code = await asyncio.to_thread(bench.stop)
+    headline = max((t for t in trials if t.ok(opts.p99_bound_ms)), key=lambda t: t.beds, default=trials[-1] if trials else None)
+    out: dict[str, Any] = dataclasses.asdict(headline) if headline else {}
+    out.pop("extra", None)
+    cfg = getattr(bench, "cfg", None)
+    out.update({"backend": settings.backend, "hop_s": settings.hop_s or (cfg.hop_s if cfg is not None else None),
+                "p99_bound_ms": opts.p99_bound_ms, "worker_exit": code, "cpu_count": os.cpu_count(),
+                "synchronized": opts.synchronized,
+                "trials": [{k: v for k, v in dataclasses.asdict(t).items() if k != "extra"} for t in trials]})
+    if opts.find_max:
+        ok = [t.beds for t in trials if t.ok(opts.p99_bound_ms)]
+        out["max_beds_p99_under_bound"] = max(ok) if ok else 0
+        if opts.p99_bound_ms == 1000.0:
+            out["max_beds_p99_under_1s"] = out["max_beds_p99_under_bound"]
+    return out
+
+
+def _line(t: TrialResult, bound: float) -> str:
+    return (f"beds {t.beds:4d}: {t.windows_per_s:7.2f} windows/s (expected {t.expected_windows_per_s:.2f}), latency p50 "
+            f"{t.p50_latency_ms} ms p99 {t.p99_latency_ms} ms, unscored {t.unscored_windows}, lag max {t.max_lag_chunks} chunks, "
+            f"worker CPU {t.worker_cpu_percent}% RSS {t.worker_rss_mb} MB, generator CPU {t.generator_cpu_percent}%, "
+            f"load avg {t.load_avg_1m} "
+            f"-> {'OK' if t.ok(bound) else 'over bound / behind'}")
+
+
+def bench_main(argv: list[str]) -> int:
+    """``mirage bench load``: see the module docstring."""
+    p = argparse.ArgumentParser(
+        prog="mirage bench load",
+        description="N simulated beds publish 12-lead ECG in real time into the broker; one mirage worker scores them. "
+                    "Measured over the steady period: windows/s, end-to-end latency p50/p99 (last sample of a window -> "
+                    "its outputs acknowledged on the alerts topic), consumer lag, worker CPU and memory. JSON line last.",
+        epilog="Example: mirage bench load --beds 100 --duration 60;  mirage bench load --find-max --beds 25 --duration 40. "
+               "Without --bootstrap an embedded broker and Redis are started. See docs/BENCHMARKS.md.")
+    p.add_argument("--beds", type=int, default=50, help="beds (with --find-max: the first level tried; default 50)")
+    p.add_argument("--duration", type=float, default=60.0, help="seconds of real time per trial (default 60)")
+    p.add_argument("--warmup", type=float, default=15.0, help="seconds at the start of a trial not measured (default 15)")
+    p.add_argument("--find-max", action="store_true", help="search the largest number of beds with p99 under --p99-bound-ms")
+    p.add_argument("--p99-bound-ms", type=float, default=1000.0, help="latency bound for --find-max (default 1000)")
+    p.add_argument("--max-beds", type=int, default=800, help="upper limit of the --find-max search (default 800)")
+    p.add_argument("--backend", default="torch", help="inference backend of the worker (default torch)")
+    p.add_argument("--checkpoint", help="checkpoint (default: the shipped one)")
+    p.add_argument("--max-batch", type=int, default=0, help="worker micro-batch size (default: the settings' 64)")
+    p.add_argument("--profile", help="write a py-spy profile of the worker over the steady period (.svg flamegraph, .json speedscope, .txt collapsed)")
+    p.add_argument("--synchronized", action="store_true",
+                   help="start every bed at the same instant (all windows complete together: worst-case burst); "
+                        "default: bed starts spread evenly over one hop, as unsynchronised monitors are")
+    p.add_argument("--bootstrap", help="use this Kafka cluster (with --redis-url) instead of embedded services")
+    p.add_argument("--redis-url", help="Redis URL with --bootstrap")
+    args = p.parse_args(argv)
+    if args.beds < 1 or args.duration <= args.warmup or args.warmup < 0:
+        p.error(f"--beds {args.beds} must be >= 1 and --duration {args.duration} > --warmup {args.warmup} >= 0")
+    if bool(args.bootstrap) != bool(args.redis_url):
+        p.error("--bootstrap and --redis-url go together")
+    opts = BenchOptions(beds=args.beds, duration_s=args.duration, warmup_s=args.warmup, backend=args.backend,
+                        checkpoint=args.checkpoint, find_max=args.find_max, p99_bound_ms=args.p99_bound_ms,
+                        max_beds=args.max_beds, synchronized=args.synchronized, profile=Path(args.profile).resolve() if args.profile else None)
+    extra: dict[str, Any] = {"backend": args.backend, "checkpoint": args.checkpoint or ""}
+    if args.max_batch:
+        extra["max_batch"] = args.max_batch
+    try:
+        with tempfile.TemporaryDirectory(prefix="mirage-loadbench-") as tmp:
+            if args.bootstrap:
+                settings = Settings.load(bootstrap_servers=args.bootstrap, redis_url=args.redis_url,
+                                         consumer_group=f"mirage-loadbench-{uuid.uuid4().hex[:8]}", **extra)
+                out = asyncio.run(run_bench(settings, opts, Path(tmp)))
+            else:
+                from deploy.services import EmbeddedServices
+
+                with EmbeddedServices(workdir=Path(tmp) / "services") as svc:
+                    settings = Settings.load(env={}, bootstrap_servers=svc.bootstrap, redis_url=svc.redis_url,
+                                             consumer_group=f"mirage-loadbench-{uuid.uuid4().hex[:8]}", **extra)
+                    out = asyncio.run(run_bench(settings, opts, Path(tmp)))
+    except (RuntimeError, OSError) as exc:
+        print(f"mirage bench load failed: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(out))
+    return 0
