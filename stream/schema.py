@@ -293,7 +293,9 @@ class Alert:
         return json.dumps(asdict(self), separators=(",", ":"), allow_nan=False).encode("utf-8")
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> "Alert":
+    def from_bytes(cls, data: bytes, *, max_bytes: int = 1024 * 1024) -> "Alert":
+        if len(data) > max_bytes:  # an alert is a few KB: anything this large is not one
+            raise WireError("too_large", f"{len(data)} bytes > limit {max_bytes}")
         try:
             obj = json.loads(bytes(data).decode("utf-8"))
             return cls(**obj)

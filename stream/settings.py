@@ -12,13 +12,15 @@ from __future__ import annotations
 import dataclasses
 import os
 import tomllib
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
 
 from stream.errors import SettingsError
 
-SECRET_FIELDS = ("sasl_password", "redis_password")
+SECRET_FIELDS = ("sasl_password", "redis_password", "dashboard_token")
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "GSSAPI", "OAUTHBEARER")
 
 
 @dataclass(frozen=True)
@@ -30,7 +32,7 @@ class Settings:
     security_protocol: str = "PLAINTEXT"  # PLAINTEXT | SSL | SASL_PLAINTEXT | SASL_SSL
     sasl_mechanism: str = "PLAIN"  # PLAIN | SCRAM-SHA-256 | SCRAM-SHA-512
     sasl_username: str = ""
-    sasl_password: str = ""
+    sasl_password: str = field(default="", repr=False)  # secret: never in repr() or logs
     ssl_cafile: str = ""
     ssl_certfile: str = ""
     ssl_keyfile: str = ""
@@ -45,7 +47,7 @@ class Settings:
     max_message_bytes: int = 4 * 1024 * 1024
     # Redis
     redis_url: str = "redis://127.0.0.1:6379/0"
-    redis_password: str = ""
+    redis_password: str = field(default="", repr=False)  # secret: never in repr() or logs
     redis_ssl: bool = False
     lab_staleness_s: float = 24 * 3600.0
     # model / inference
@@ -73,7 +75,19 @@ class Settings:
     metrics_port: int = 0  # 0 = disabled
     dashboard_host: str = "127.0.0.1"
     dashboard_port: int = 8080
-    dashboard_token: str = ""
+    dashboard_token: str = field(default="", repr=False)  # secret: never in repr() or logs
+
+    def __post_init__(self) -> None:
+        # A misspelt protocol must fail loudly: faust and aiokafka read it differently, and one of
+        # them silently falling back to PLAINTEXT would send credentials and ECG unencrypted.
+        proto = str(self.security_protocol).strip().upper()
+        if proto not in SECURITY_PROTOCOLS:
+            raise SettingsError(f"security_protocol={self.security_protocol!r} is not one of {', '.join(SECURITY_PROTOCOLS)}")
+        mech = str(self.sasl_mechanism).strip().upper()
+        if mech not in SASL_MECHANISMS:
+            raise SettingsError(f"sasl_mechanism={self.sasl_mechanism!r} is not one of {', '.join(SASL_MECHANISMS)}")
+        object.__setattr__(self, "security_protocol", proto)
+        object.__setattr__(self, "sasl_mechanism", mech)
 
     @classmethod
     def load(cls, path: str | Path | None = None, env: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
@@ -134,12 +148,21 @@ class Settings:
     def replace(self, **changes: Any) -> "Settings":
         return dataclasses.replace(self, **changes)
 
+    def __repr__(self) -> str:
+        return "Settings(" + ", ".join(f"{k}={v!r}" for k, v in self.redacted().items()) + ")"
+
     def redacted(self) -> dict[str, Any]:
         """All settings as a dict with secrets masked, safe to log or print."""
         d = dataclasses.asdict(self)
         for k in SECRET_FIELDS:
             if d.get(k):
                 d[k] = "***"
+        for k, v in d.items():  # a password inside a URL (redis://:pw@host) is a secret too
+            if isinstance(v, str) and "://" in v and "@" in v:
+                scheme, _, rest = v.partition("://")
+                userinfo, _, host = rest.rpartition("@")
+                if userinfo:
+                    d[k] = f"{scheme}://{userinfo.split(':', 1)[0] + ':' if ':' in userinfo else ''}***@{host}"
         return d
 
     def kafka_client_kwargs(self) -> dict[str, Any]:
