@@ -35,6 +35,7 @@ COMMANDS: dict[str, Command] = {
     "audit": Command("stream.audit_cli:audit_main", "keep or query the audit trail of alert decisions", "run"),
     # model
     "train": Command("engine.cli:train_main", "train MIRAGE on a PTB-XL folder or a manifest dataset", "model"),
+    "crossval": Command("engine.crossval:crossval_main", "patient-wise cross-validation and ablations on PTB-XL folds (table + plots)", "model"),
     "evaluate": Command("engine.cli:evaluate_main", "evaluate a checkpoint on a labelled dataset (report.json + plots)", "model"),
     "render": Command("engine.render.cli:render_main", "render a WFDB record as the model image and as ECG paper", "model"),
     "simulate": Command("simulators.cli:simulate_main", "generate a synthetic cohort (WFDB + labs + manifest) from a scenario", "model"),
