@@ -378,7 +378,7 @@ def bench_main(argv: list[str]) -> int:
         },
     })
     if args.plot:
-        plot_results(results, batches, args.plot, title=f"{source}, {len(os.sched_getaffinity(0))} cores, load {load_before[0]:.1f}")
+        plot_results(results, batches, args.plot, title=f"{source}, {len(os.sched_getaffinity(0))} cores, threads {args.threads or 'default'}, load {load_before[0]:.1f}")
         out["plot"] = str(args.plot)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
