@@ -59,6 +59,13 @@ def auroc(scores: np.ndarray, labels: np.ndarray) -> float | None:
     return _auroc(labels, np.asarray(scores, dtype=np.float64))
 
 
+def shared_ptbxl() -> Path:
+    """The shared PTB-XL sample: ``$MIRAGE_SHARED_DATA/ptbxl-sample`` or ``<repo>/../shared/data/ptbxl-sample``."""
+    root = os.environ.get("MIRAGE_SHARED_DATA")
+    base = Path(root) if root else Path(__file__).resolve().parents[2] / "shared" / "data"
+    return base / "ptbxl-sample"
+
+
 def load_eval_inputs(cfg: Any, *, ptbxl: Path | None, limit: int, seed: int = 0) -> tuple[Any, np.ndarray | None, str]:
     """Model inputs for the bench and their MI labels (``None`` for synthetic data), and the source."""
     from engine.pipeline import model_inputs
@@ -350,8 +357,7 @@ def bench_main(argv: list[str]) -> int:
     """Entry of ``mirage bench infer``."""
     args = build_parser().parse_args(argv)
     batches = [int(b) for b in args.batches.split(",") if b.strip()]
-    default_data = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ptbxl-sample"
-    data = args.data or Path(os.environ.get("MIRAGE_SHARED_DATA", default_data.parent)) / "ptbxl-sample"
+    data = args.data or shared_ptbxl()
     load_before = os.getloadavg()
     loaded, source = _load(args.checkpoint, args.preset)
     cfg = loaded.config

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -22,12 +21,6 @@ log = logging.getLogger(__name__)
 # Largest allowed max |plan - torch fp32| on probabilities, per precision: fp32 plans differ only by
 # kernel order; fp16 keeps 10 mantissa bits in GEMMs (inputs ~1e-3 relative), bf16 keeps 7.
 PLAN_ATOL: dict[str, float] = {"fp32": 1e-4, "tf32": 5e-3, "fp16": 1e-2, "bf16": 3e-2}
-
-
-def _shared_ptbxl() -> Path:
-    root = os.environ.get("MIRAGE_SHARED_DATA")
-    base = Path(root) if root else Path(__file__).resolve().parents[2] / "shared" / "data"
-    return base / "ptbxl-sample"
 
 
 def _load_checkpoint(path: str | None, preset: str | None = None) -> Any:
@@ -73,12 +66,13 @@ def export_main(argv: list[str]) -> int:
     p.add_argument("--parity-windows", type=int, default=16, help="real windows in the parity check (default: 16)")
     p.add_argument("--int8", type=Path, help="also write an int8 dynamically quantised copy here")
     args = p.parse_args(argv)
+    from trt.bench import shared_ptbxl
     from trt.export import export_onnx
     from trt.ort_backend import quantize_int8
 
     try:
         loaded = _load_checkpoint(args.checkpoint, args.preset)
-        feed = real_inputs(loaded.config, args.data or _shared_ptbxl(), args.parity_windows)
+        feed = real_inputs(loaded.config, args.data or shared_ptbxl(), args.parity_windows)
         result = export_onnx(loaded.model, loaded.config, args.out, opset=args.opset, parity_inputs=feed, atol=args.atol, exporter=args.exporter)
         report = {**result.to_dict(), "parity_data": "PTB-XL" if feed is not None else "random", "checkpoint_sha256": loaded.sha256}
         if args.int8:
@@ -117,6 +111,7 @@ def build_engine_main(argv: list[str]) -> int:
     p.add_argument("--no-parity", action="store_true", help="skip the parity check against PyTorch")
     p.add_argument("--atol", type=float, help="max |plan - torch| on probs (default by precision: " + ", ".join(f"{k} {v}" for k, v in PLAN_ATOL.items()) + ")")
     args = p.parse_args(argv)
+    from trt.bench import shared_ptbxl
     from trt.builder import BuildOptions, build_plan
     from trt.runner import parity_vs_torch
 
@@ -129,7 +124,7 @@ def build_engine_main(argv: list[str]) -> int:
         report: dict[str, Any] = {"plan": str(plan), "precision": args.precision, "profile": [args.min_batch, args.opt_batch, args.max_batch]}
         if not args.no_parity:
             loaded = _load_checkpoint(args.checkpoint)
-            feed = real_inputs(loaded.config, _shared_ptbxl(), min(16, args.max_batch))
+            feed = real_inputs(loaded.config, shared_ptbxl(), min(16, args.max_batch))
             if feed is None:
                 from trt.export import example_inputs
 

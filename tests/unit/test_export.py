@@ -88,17 +88,60 @@ def test_film_is_live_in_the_graph(exported) -> None:
 
 
 def test_spatial_bias_survives_export(exported, tmp_path: Path) -> None:
-    """Re-exporting with a different spatial bias changes the ONNX output and still matches torch."""
+    """The spatial bias is a live weight of the graph: perturbing it in the ONNX file changes the
+    output exactly as perturbing it in torch does (found by value, wherever the exporter put it)."""
+    import onnx
+    from onnx import numpy_helper
+
     model, path = exported
+    bias = _spatial_bias(model).detach().numpy()
+    proto = onnx.load(str(path))
+    hits = [i for i in proto.graph.initializer if numpy_helper.to_array(i).size == bias.size
+            and np.array_equal(numpy_helper.to_array(i).reshape(-1), bias.reshape(-1))]
+    assert len(hits) == 1, f"spatial bias found {len(hits)} times among the ONNX initializers"
+    delta = np.random.default_rng(0).normal(0.0, 3.0, bias.shape).astype(np.float32)
+    hits[0].CopyFrom(numpy_helper.from_array((bias + delta).reshape(numpy_helper.to_array(hits[0]).shape), hits[0].name))
+    path2 = tmp_path / "perturbed.onnx"
+    onnx.save(proto, str(path2))
     perturbed = _model()
     with torch.no_grad():
-        _spatial_bias(perturbed).add_(torch.randn_like(_spatial_bias(perturbed)) * 3.0)
-    path2 = tmp_path / "perturbed.onnx"
-    export_onnx(perturbed, CFG, path2)  # parity vs the perturbed torch model is checked inside
+        _spatial_bias(perturbed).add_(torch.from_numpy(delta))
     feed = example_inputs(CFG, batch=4, seed=5)
     a, b = onnx_outputs(path, feed), onnx_outputs(path2, feed)
     assert np.max(np.abs(a["lead_weights"] - b["lead_weights"])) > 1e-3
     np.testing.assert_allclose(b["lead_weights"], torch_outputs(perturbed, feed)["lead_weights"], atol=1e-4)
+    np.testing.assert_allclose(b["logits"], torch_outputs(perturbed, feed)["logits"], atol=1e-4)
+
+
+def test_film_weights_are_live_in_the_graph(exported, tmp_path: Path) -> None:
+    """Perturbing a FiLM generator weight in the ONNX file changes the output exactly as in torch."""
+    import onnx
+    from onnx import numpy_helper
+
+    model, path = exported
+    name, param = next((n, p) for n, p in model.named_parameters() if n.startswith("film_img") and n.endswith("fc2.weight"))
+    w = param.detach().numpy()
+    proto = onnx.load(str(path))
+    hits = []
+    for init in proto.graph.initializer:
+        arr = numpy_helper.to_array(init)
+        if arr.shape == w.shape and np.array_equal(arr, w):
+            hits.append((init, False))
+        elif arr.shape == w.T.shape and np.array_equal(arr, w.T):  # Linear as MatMul stores W^T
+            hits.append((init, True))
+    assert len(hits) == 1, f"{name} found {len(hits)} times among the ONNX initializers"
+    delta = np.random.default_rng(1).normal(0.0, 0.5, w.shape).astype(np.float32)
+    init, transposed = hits[0]
+    init.CopyFrom(numpy_helper.from_array((w + delta).T.copy() if transposed else w + delta, init.name))
+    path2 = tmp_path / "film.onnx"
+    onnx.save(proto, str(path2))
+    perturbed = _model()
+    with torch.no_grad():
+        dict(perturbed.named_parameters())[name].add_(torch.from_numpy(delta))
+    feed = example_inputs(CFG, batch=4, seed=8)  # half the labs present: FiLM is not the identity
+    a, b = onnx_outputs(path, feed), onnx_outputs(path2, feed)
+    assert np.max(np.abs(a["logits"] - b["logits"])) > 1e-4
+    np.testing.assert_allclose(b["logits"], torch_outputs(perturbed, feed)["logits"], atol=1e-4)
 
 
 def test_manual_attention_is_restored_after_export() -> None:
