@@ -198,6 +198,24 @@ def technical(alerts: list[Alert], bed: str) -> list[tuple[str, str, int]]:
     return [(a.kind, a.phase, a.level) for a in alerts if a.alert_type == "technical" and a.bed_id == bed]
 
 
+def assert_consumers_show_technical(alerts: list[Alert], bed: str, kinds: list[str], mi_state: str) -> None:
+    """The dashboard lists the bed's open technical alarms apart from its MI state; the HL7 bridge's
+    PCD-04 messages mark technical alarms ``ST`` and MI alarms ``SP`` (OBX facet 1.0.0.0.7)."""
+    from stream.dashboard.state import WardState
+    from stream.hl7.pcd04 import build_oru_r40
+
+    ward = WardState()
+    for a in alerts:
+        ward.apply_alert(a)
+    view = ward.bed_view(bed, time.time_ns())
+    assert [t["kind"] for t in view["technical"]] == kinds and view["state"] == mi_state, view
+    assert view["needs_attention"] == (bool(kinds) or mi_state == "mi_suspected")
+    for a in alerts:
+        segs = build_oru_r40(a, a.event_id, now_ns=time.time_ns()).split("\r")
+        [alert_type] = [f.split("|")[5] for f in segs if f.startswith("OBX|7|")]
+        assert alert_type == ("ST" if a.alert_type == "technical" else "SP"), a.event_id
+
+
 async def assert_audit_matches(settings: Settings, records: list[Any], db: Path, unique: str) -> None:
     """Run the real audit consumer over the topic: one row per published event, identical content."""
     from stream.audit import AuditConsumer, AuditStore
@@ -296,6 +314,7 @@ async def test_silent_bed_raises_no_data_until_its_data_returns(live, unique, tm
         assert a_start.emitted_ns - a_stopped >= no_data_s * S * 0.95
         assert b_update.alert_id == b_start.alert_id and b_update.level == 2
         assert b_update.emitted_ns - b_stopped >= 3 * no_data_s * S * 0.95
+        assert_consumers_show_technical(tap.alerts, "bed-b", ["no_data"], "quiet")
         # data returns
         for bed in ("bed-a", "bed-b"):
             await gw.send(bed, ecg(2, 0.05, 200 + gw.seq[bed]))
@@ -349,6 +368,9 @@ async def test_flat_leads_raise_leads_off_and_stale_labs_are_an_advisory(live, u
         hot = first(al, bed_id="bed-hot", alert_type="mi", phase="start")
         assert hot.labs == [] and hot.labs_available and f"stale_lab:{TNI}" in hot.advisories
         assert technical(al, "bed-hot") == []
+        assert_consumers_show_technical(al, "bed-f", [], "quiet")
+        assert_consumers_show_technical([a for a in al if a.phase == "start"], "bed-e", ["leads_off"], "quiet")
+        assert_consumers_show_technical(al, "bed-hot", [], "mi_suspected")
 
 
 async def test_failing_backend_without_fallback_says_so_before_the_worker_stops(live, unique, tmp_path: Path) -> None:
