@@ -318,6 +318,49 @@ class LoadBench:
             return None
 
 
+def stage_costs(batch: int = 16, repeats: int = 5, backend: str = "torch", checkpoint: str | None = None) -> dict[str, float]:
+    """CPU milliseconds per window of each stage the worker runs, measured in this process (no Kafka).
+
+    Stages: ``to_model_rate`` (lead mapping + 500 -> cfg.fs resampling) and ``quality_flags`` (both
+    in the windower, on the worker's event loop), ``model_inputs`` (conditioning + rendering) and
+    ``predict`` (the backend), at micro-batch ``batch``; best of ``repeats`` (process CPU time).
+    """
+    from engine.checkpoint import load_checkpoint
+    from engine.config import LEADS
+    from engine.pipeline import model_inputs, quality_flags, to_model_rate
+    from engine.predictor import make_predictor
+    from stream.labcache import empty_labs
+
+    loaded = load_checkpoint(checkpoint)
+    cfg = loaded.config
+    pred = make_predictor(backend, loaded)
+    pool = SignalPool(n=4, seconds=12.0)
+    raw = [pool.read(i, 0, int(cfg.window_s * pool.fs)) for i in range(batch)]
+
+    def best(fn: Any) -> float:
+        times = []
+        for _ in range(repeats):
+            t0 = time.process_time()
+            fn()
+            times.append(time.process_time() - t0)
+        return 1000.0 * min(times) / batch
+
+    wins = np.stack([to_model_rate(x, pool.fs, LEADS, cfg).astype(np.float32) for x in raw])
+    labs = empty_labs()
+    lv, lm = np.stack([labs.values] * batch).astype(np.float32), np.stack([labs.mask] * batch).astype(np.float32)
+    inputs = model_inputs(wins, cfg, lv, lm)
+    out = {
+        "to_model_rate_ms": best(lambda: [to_model_rate(x, pool.fs, LEADS, cfg) for x in raw]),
+        "quality_flags_ms": best(lambda: [quality_flags(w, cfg.fs) for w in wins]),
+        "model_inputs_ms": best(lambda: model_inputs(wins, cfg, lv, lm)),
+        "predict_ms": best(lambda: pred.predict(inputs.ecg, inputs.image, inputs.labs, inputs.lab_mask)),
+    }
+    out["total_ms"] = sum(out.values())
+    out["batch"] = batch
+    out["windows_per_cpu_s"] = 1000.0 / out["total_ms"]
+    return {k: round(v, 2) for k, v in out.items()}
+
+
 def _r(v: float | None) -> float | None:
     return None if v is None else round(v, 1)
 
@@ -399,7 +442,12 @@ def bench_main(argv: list[str]) -> int:
                         "default: bed starts spread evenly over one hop, as unsynchronised monitors are")
     p.add_argument("--bootstrap", help="use this Kafka cluster (with --redis-url) instead of embedded services")
     p.add_argument("--redis-url", help="Redis URL with --bootstrap")
+    p.add_argument("--stages", action="store_true",
+                   help="only measure the CPU ms per window of each worker stage in this process (no broker), then exit")
     args = p.parse_args(argv)
+    if args.stages:
+        print(json.dumps(stage_costs(batch=args.max_batch or 16, backend=args.backend, checkpoint=args.checkpoint)))
+        return 0
     if args.beds < 1 or args.duration <= args.warmup or args.warmup < 0:
         p.error(f"--beds {args.beds} must be >= 1 and --duration {args.duration} > --warmup {args.warmup} >= 0")
     if bool(args.bootstrap) != bool(args.redis_url):

@@ -83,13 +83,14 @@ def _recording_worker_class() -> type:
             lines = []
             for sc in result.scored:
                 w = sc.window
-                labs = self._labs_seen.pop((w.patient_id, w.end_ns), None)
+                labs = self._labs_seen.get((w.patient_id, w.end_ns))  # two beds may carry one patient
                 lines.append(json.dumps({
                     "bed": w.bed_id, "seq": w.seq, "start_ns": w.start_ns, "end_ns": w.end_ns, "p": sc.probability,
                     "flags": list(w.flags), "sha": signal_digest(w.signal), "done_ns": done_ns,
                     "lat_ms": sc.latency_s(done_ns) * 1000.0,
                     "labs": None if labs is None else [float(v) for v in labs.values],
                     "mask": None if labs is None else [float(v) for v in labs.mask]}))
+            self._labs_seen.clear()  # every lab read of this call belongs to a window scored in it
             if lines:
                 self.records_file.write("\n".join(lines) + "\n")
             return result
@@ -322,33 +323,36 @@ async def _run_live(sc: Any, settings: Settings, opts: ValidateOptions, workdir:
     return worker.windows(), alerts, result, stats
 
 
-def validate(opts: ValidateOptions, out_dir: Path, settings: Settings | None = None) -> dict[str, Any]:
+def validate(opts: ValidateOptions, out_dir: Path, settings: Settings | None = None, *, embedded: bool | None = None) -> dict[str, Any]:
     """Run a validation end to end and write validate.json and the report into ``out_dir``.
 
     Args:
         opts: source, speed, beds, backend.
         out_dir: where validate.json, report.md/html and plots go.
-        settings: broker/Redis/topics to use; default: embedded services started here.
+        settings: broker/Redis/topics/policy to use (default: the defaults).
+        embedded: start an embedded broker and Redis (and the settings' topics) instead of using
+            the settings' addresses; default: when no settings are given.
 
     Returns:
         the validate.json content.
     """
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if settings is None:
-        import tempfile
-
-        from deploy.services import EmbeddedServices
-
-        with tempfile.TemporaryDirectory(prefix="mirage-validate-") as tmp, EmbeddedServices(workdir=Path(tmp) / "services") as svc:
-            s = Settings.load(env={}, bootstrap_servers=svc.bootstrap, redis_url=svc.redis_url,
-                              consumer_group=f"mirage-validate-{uuid.uuid4().hex[:8]}", backend=opts.backend,
-                              checkpoint=opts.checkpoint or "")
-            return _validate(opts, out_dir, s, Path(tmp))
     import tempfile
 
+    out_dir.mkdir(parents=True, exist_ok=True)
+    base = settings or Settings.load(env={})
+    base = dataclasses.replace(base, backend=opts.backend, checkpoint=opts.checkpoint or base.checkpoint)
+    if embedded is None:
+        embedded = settings is None
     with tempfile.TemporaryDirectory(prefix="mirage-validate-") as tmp:
-        s = dataclasses.replace(settings, backend=opts.backend, checkpoint=opts.checkpoint or settings.checkpoint)
-        return _validate(opts, out_dir, s, Path(tmp))
+        if not embedded:
+            return _validate(opts, out_dir, base, Path(tmp))
+        from deploy.services import DEFAULT_TOPICS, EmbeddedServices
+
+        topics = dict(DEFAULT_TOPICS) | {base.topic_chunks: 4, base.topic_labs: 2, base.topic_alerts: 1, base.topic_deadletter: 1}
+        with EmbeddedServices(workdir=Path(tmp) / "services", topics=topics) as svc:
+            s = dataclasses.replace(base, bootstrap_servers=svc.bootstrap, redis_url=svc.redis_url,
+                                    consumer_group=f"mirage-validate-{uuid.uuid4().hex[:8]}")
+            return _validate(opts, out_dir, s, Path(tmp))
 
 
 def _validate(opts: ValidateOptions, out_dir: Path, settings: Settings, tmp: Path) -> dict[str, Any]:

@@ -41,7 +41,7 @@ def validate_main(argv: list[str]) -> int:
     p.add_argument("--checkpoint", help="checkpoint (default: the shipped engine/checkpoints/mirage-default.pt)")
     p.add_argument("--bootstrap", help="use this Kafka cluster instead of an embedded broker (needs --redis-url; topics must exist)")
     p.add_argument("--redis-url", help="Redis URL with --bootstrap")
-    p.add_argument("--config", help="TOML settings file for the worker (policy, topics, security)")
+    p.add_argument("--config", help="TOML settings file for the worker (policy thresholds, k-of-n, hop, topics, security)")
     p.add_argument("--timeout", type=float, default=900.0, help="give up waiting for the worker after this many seconds")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = p.parse_args(argv)
@@ -59,9 +59,7 @@ def validate_main(argv: list[str]) -> int:
         settings = None
         if args.bootstrap or args.config:
             settings = Settings.load(args.config, bootstrap_servers=args.bootstrap, redis_url=args.redis_url)
-            if not args.bootstrap:
-                settings = None  # embedded services; the TOML's policy settings are not carried (documented limit)
-        out = validate(opts, Path(args.out), settings)
+        out = validate(opts, Path(args.out), settings, embedded=not args.bootstrap)
     except (MirageError, RuntimeError, OSError) as exc:
         print(f"mirage validate failed: {exc}", file=sys.stderr)
         return 1

@@ -20,7 +20,7 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 MAX_TIMELINES = 24
-HEADLINE = ("sensitivity", "specificity", "ppv", "false_alerts_per_bed_day", "alarm_burden_per_bed_day",
+HEADLINE = ("sensitivity", "specificity", "ppv", "false_alerts_per_bed_day", "alarm_burden_per_bed_day", "mi_alarm_burden_per_bed_day",
             "median_alert_delay_s", "window_auroc", "parity_max_abs_diff", "parity_max_abs_diff_live_labs",
             "windows", "records", "beds")
 

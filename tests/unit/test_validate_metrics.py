@@ -55,6 +55,8 @@ def test_detection_delay_and_false_alerts_per_bed() -> None:
     assert rows["norm-noisy"].false_alerts_per_bed_day == pytest.approx(2 / (120 / DAY_S))
     assert rows["norm"].false_alerts == 0 and rows["norm"].technical_alerts == 1
     assert rows["norm"].alarm_burden_per_bed_day == pytest.approx(1 / (120 / DAY_S))
+    assert rows["norm"].mi_alarm_burden_per_bed_day == 0.0
+    assert rows["mi-late"].mi_alarm_burden_per_bed_day == pytest.approx(2 / (120 / DAY_S))
 
     out = summarize(beds, [], alerts, threshold=0.5)
     assert out["sensitivity"] == pytest.approx(2 / 3)
@@ -62,6 +64,8 @@ def test_detection_delay_and_false_alerts_per_bed() -> None:
     assert out["ppv"] == pytest.approx(2 / 5)
     assert out["median_alert_delay_s"] == pytest.approx(9.0)
     assert out["false_alerts_per_bed_day"] == pytest.approx(3 / (5 * 120 / DAY_S))
+    assert out["alarm_burden_per_bed_day"] == pytest.approx(6 / (5 * 120 / DAY_S))  # 5 MI starts + 1 technical
+    assert out["mi_alarm_burden_per_bed_day"] == pytest.approx(5 / (5 * 120 / DAY_S))
     assert out["records"] == 5 and out["beds"] == 5
     assert [r["bed_id"] for r in out["per_bed"]] == [b.bed_id for b in beds]
     json.dumps(out)  # validate.json must be serialisable
