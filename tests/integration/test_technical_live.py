@@ -113,12 +113,15 @@ class Gateway:
     async def __aexit__(self, *exc: object) -> None:
         await self.prod.stop()
 
-    async def send(self, bed: str, signal: np.ndarray, *, pace_s: float = 0.0) -> None:
-        """Send ``signal`` (8, k*N) as k chunks of the bed, ``pace_s`` apart (wall clock)."""
+    async def send(self, bed: str, signal: np.ndarray, *, pace_s: float = 0.0, age_s: float = 0.0) -> None:
+        """Send ``signal`` (8, k*N) as k chunks of the bed, ``pace_s`` apart (wall clock);
+        ``age_s`` > 0 stamps them that old (a gateway's backlog: the worker is behind real time)."""
         for i in range(signal.shape[1] // N):
             seq = self.seq.get(bed, 0)
             chunk = EcgChunk(bed, f"pat-{bed}", seq, self.t0 + seq * S, FS, LEADS8, signal[:, i * N:(i + 1) * N])
-            await self.prod.send_and_wait(self.settings.topic_chunks, encode_chunk(chunk), key=bed.encode())
+            stamp = int(time.time() * 1000 - age_s * 1000) if age_s else None
+            await self.prod.send_and_wait(self.settings.topic_chunks, encode_chunk(chunk), key=bed.encode(),
+                                          timestamp_ms=stamp)
             self.seq[bed] = seq + 1
             self.last_sent_ns[bed] = time.time_ns()
             if pace_s:
@@ -187,6 +190,14 @@ class AlertTap:
             await asyncio.gather(self._task, return_exceptions=True)
         if self._consumer is not None:
             await self._consumer.stop()
+
+
+async def wait_chunks(worker: Any, n: int, timeout_s: float = 30.0) -> None:
+    """Wait until the worker has processed ``n`` chunks (its stats file)."""
+    deadline = time.monotonic() + timeout_s
+    while worker.read().get("chunks", 0) < n:
+        assert time.monotonic() < deadline, worker.read()
+        await asyncio.sleep(0.1)
 
 
 def first(alerts: list[Alert], **match: Any) -> Alert | None:
@@ -373,16 +384,34 @@ async def test_flat_leads_raise_leads_off_and_stale_labs_are_an_advisory(live, u
         assert_consumers_show_technical(al, "bed-hot", [], "mi_suspected")
 
 
+async def test_a_worker_behind_real_time_says_so_on_every_bed(live, unique, tmp_path: Path) -> None:
+    """Chunks stamped a minute old (a backlog) put the worker more than ``behind_s`` behind: every
+    monitored bed gets ``falling_behind``; fresh chunks (lag <= behind_s / 2) end it."""
+    s = await live(behind_s=5.0, no_data_s=60.0)
+    async with running(s, tmp_path, unique, "amplitude") as (worker, tap), Gateway(s) as gw:
+        await gw.send("bed-1", ecg(2, 0.05, 12))
+        await wait_chunks(worker, 2)  # bed-1 is monitored; the backlog comes in batches of its own
+        await gw.send("bed-2", ecg(2, 0.05, 13), age_s=60.0)
+        starts = await tap.wait_for("falling_behind on both beds", lambda al: [
+            a for a in al if a.kind == "falling_behind"] if len({a.bed_id for a in al if a.kind == "falling_behind"}) == 2
+            else None, 30, worker)
+        assert all(a.phase == "start" and a.advisories == ["worker more than 5 s behind real time"] for a in starts)
+        for bed in ("bed-1", "bed-2"):
+            await gw.send(bed, ecg(1, 0.05, 14))
+        ends = await tap.wait_for("falling_behind end on both beds", lambda al: [
+            a for a in al if a.kind == "falling_behind" and a.phase == "end"] if len(
+            {a.bed_id for a in al if a.kind == "falling_behind" and a.phase == "end"}) == 2 else None, 30, worker)
+        assert {a.bed_id: a.alert_id for a in ends} == {a.bed_id: a.alert_id for a in starts}
+        assert not [a for a in tap.alerts if a.kind != "falling_behind"]
+
+
 async def test_failing_backend_without_fallback_says_so_before_the_worker_stops(live, unique, tmp_path: Path) -> None:
     """No fallback configured: the worker stops (nothing acked, the supervisor restarts it), but first
     every monitored bed gets ``backend_failed`` saying the windows are not being evaluated."""
     s = await live()
     async with running(s, tmp_path, unique, "device_lost", clean_exit=False) as (worker, tap), Gateway(s) as gw:
         await gw.send("bed-y", ecg(3, 0.05, 6))  # monitored, no window yet
-        deadline = time.monotonic() + 30
-        while worker.read().get("chunks", 0) < 3:
-            assert time.monotonic() < deadline, worker.read()
-            await asyncio.sleep(0.1)
+        await wait_chunks(worker, 3)
         await gw.send("bed-x", ecg(11, 0.05, 5))  # its first window is the first real batch
         code = await asyncio.to_thread(worker.proc.wait, 90)
     assert code != 0 and "simulated backend failure: device lost" in worker.logfile.read_text()
