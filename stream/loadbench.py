@@ -410,6 +410,37 @@ async def run_bench(settings: Settings, opts: BenchOptions, workdir: Path, say: 
     return out
 
 
+def plot_trials(series: dict[str, list[dict[str, Any]]], bound_ms: float, path: Path, title: str = "") -> Path:
+    """Latency p50/p99 (log scale) and worker CPU against beds, one point per trial, per backend."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for i, (label, trials) in enumerate(series.items()):
+        ts = sorted(trials, key=lambda t: t["beds"])
+        beds = [t["beds"] for t in ts]
+        ax.plot(beds, [t["p50_latency_ms"] for t in ts], "o-", c=f"C{i}", label=f"{label} p50")
+        ax.plot(beds, [t["p99_latency_ms"] for t in ts], "s--", c=f"C{i}", label=f"{label} p99")
+        ax2.plot(beds, [t["worker_cpu_percent"] for t in ts], "^-", c=f"C{i}", label=label)
+    ax.axhline(bound_ms, c="C3", ls=":", lw=1, label=f"bound {bound_ms:.0f} ms")
+    ax.set_yscale("log")
+    ax.set_xlabel("beds (real time)")
+    ax.set_ylabel("last sample -> decision (ms)")
+    ax.legend(fontsize=7)
+    ax2.set_ylim(0, 200)
+    ax2.axhline(100 * (os.cpu_count() or 1), c="grey", ls=":", lw=1)
+    ax2.set_xlabel("beds (real time)")
+    ax2.set_ylabel("worker CPU (% of one core)")
+    ax2.legend(fontsize=7)
+    fig.suptitle(title or "mirage bench load", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def _line(t: TrialResult, bound: float) -> str:
     return (f"beds {t.beds:4d}: {t.windows_per_s:7.2f} windows/s (expected {t.expected_windows_per_s:.2f}), latency p50 "
             f"{t.p50_latency_ms} ms p99 {t.p99_latency_ms} ms, unscored {t.unscored_windows}, lag max {t.max_lag_chunks} chunks, "
@@ -435,13 +466,14 @@ def bench_main(argv: list[str]) -> int:
     p.add_argument("--max-beds", type=int, default=800, help="upper limit of the --find-max search (default 800)")
     p.add_argument("--backend", default="torch", help="inference backend of the worker (default torch)")
     p.add_argument("--checkpoint", help="checkpoint (default: the shipped one)")
-    p.add_argument("--max-batch", type=int, default=0, help="worker micro-batch size (default: the settings' 64)")
+    p.add_argument("--max-batch", type=int, default=0, help="worker micro-batch size (default: the settings' 64; with --stages the batch measured, default 16)")
     p.add_argument("--profile", help="write a py-spy profile of the worker over the steady period (.svg flamegraph, .json speedscope, .txt collapsed)")
     p.add_argument("--synchronized", action="store_true",
                    help="start every bed at the same instant (all windows complete together: worst-case burst); "
                         "default: bed starts spread evenly over one hop, as unsynchronised monitors are")
     p.add_argument("--bootstrap", help="use this Kafka cluster (with --redis-url) instead of embedded services")
     p.add_argument("--redis-url", help="Redis URL with --bootstrap")
+    p.add_argument("--plot", help="write a PNG of latency p50/p99 and worker CPU against beds (one point per trial)")
     p.add_argument("--stages", action="store_true",
                    help="only measure the CPU ms per window of each worker stage in this process (no broker), then exit")
     args = p.parse_args(argv)
@@ -474,5 +506,8 @@ def bench_main(argv: list[str]) -> int:
     except (RuntimeError, OSError) as exc:
         print(f"mirage bench load failed: {exc}", file=sys.stderr)
         return 1
+    if args.plot and out.get("trials"):
+        plot_trials({args.backend: out["trials"]}, args.p99_bound_ms, Path(args.plot),
+                    f"mirage bench load, backend {args.backend}, {os.cpu_count()} CPUs")
     print(json.dumps(out))
     return 0
