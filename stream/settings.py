@@ -101,6 +101,8 @@ class Settings:
                 data = tomllib.loads(p.read_text())
             except FileNotFoundError:
                 raise SettingsError(f"settings file {p} does not exist") from None
+            except OSError as exc:  # a directory, no permission, an I/O error
+                raise SettingsError(f"settings file {p} cannot be read: {exc.strerror or exc}") from None
             except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
                 raise SettingsError(f"settings file {p} is not valid TOML: {exc}") from None
             for key, value in data.items():

@@ -20,10 +20,8 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import re
 import struct
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,6 +30,7 @@ import pytest
 from engine.config import PRESETS
 from stream.schema import Alert, EcgChunk, encode_chunk
 from stream.settings import Settings
+from test_faults import collect, metric, scrape
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -133,35 +132,6 @@ def live(services, tmp_path_factory: pytest.TempPathFactory):
         worker.stop()
 
 
-async def _collect(s: Settings, topic: str, until, timeout_s: float) -> list:
-    from stream.kafka import consumer
-
-    c = consumer(s, topic, group_id=None, auto_offset_reset="earliest")
-    await c.start()
-    got: list = []
-    deadline = time.monotonic() + timeout_s
-    try:
-        while time.monotonic() < deadline and not until(got):
-            for recs in (await c.getmany(timeout_ms=200)).values():
-                got.extend(recs)
-    finally:
-        await c.stop()
-    return got
-
-
-async def _metrics(port: int) -> str:
-    import aiohttp
-
-    async with aiohttp.ClientSession() as http:
-        async with http.get(f"http://127.0.0.1:{port}/metrics") as resp:
-            return await resp.text()
-
-
-def _value(text: str, line: str) -> float:
-    m = re.search(rf"^{re.escape(line)} ([0-9.e+-]+)$", text, re.M)
-    return float(m.group(1)) if m else 0.0
-
-
 async def test_every_malformed_message_is_dead_lettered_with_its_reason_and_good_beds_carry_on(live) -> None:
     from aiokafka import AIOKafkaProducer
 
@@ -190,8 +160,8 @@ async def test_every_malformed_message_is_dead_lettered_with_its_reason_and_good
             await prod.send(s.topic_labs, value, key=name.encode())
         await prod.flush()
         expected = len(chunks) + len(labs)
-        dls = await _collect(s, s.topic_deadletter, lambda xs: len(xs) >= expected, 90)
-        alerts = await _collect(s, s.topic_alerts, lambda xs: {a.bed_id for a in map(Alert.from_bytes, (x.value for x in xs))
+        dls = await collect(s, s.topic_deadletter, lambda xs: len(xs) >= expected, 90)
+        alerts = await collect(s, s.topic_alerts, lambda xs: {a.bed_id for a in map(Alert.from_bytes, (x.value for x in xs))
                                                                if a.alert_type == "mi"} >= set(good), 60)
         deadline = time.monotonic() + 30
         while worker.read().get("windows", 0) - before.get("windows", 0) < len(good) * 3:
@@ -199,7 +169,7 @@ async def test_every_malformed_message_is_dead_lettered_with_its_reason_and_good
             await asyncio.sleep(0.3)
         await asyncio.sleep(1.2)
         st = worker.read()
-        text = await _metrics(s.metrics_port)
+        text = await scrape(s.metrics_port)
     finally:
         await prod.stop()
     assert worker.proc.poll() is None, "a malformed message stopped the worker"
@@ -219,9 +189,9 @@ async def test_every_malformed_message_is_dead_lettered_with_its_reason_and_good
     # counted: stats and Prometheus, per reason
     assert st["deadletters"] - before.get("deadletters", 0) == expected
     for reason, n in reasons.items():
-        assert _value(text, f'mirage_deadletters_total{{reason="{reason}"}}') >= n, reason
-    assert _value(text, 'mirage_chunks_total{result="duplicate"}') >= 1
-    assert _value(text, 'mirage_chunks_total{result="out_of_order"}') >= 1
+        assert metric(text, f'mirage_deadletters_total{{reason="{reason}"}}') >= n, reason
+    assert metric(text, 'mirage_chunks_total{result="duplicate"}') >= 1
+    assert metric(text, 'mirage_chunks_total{result="out_of_order"}') >= 1
     # the good beds: every window (0-4 s starts over 14 s) scored once, in order, and alerted
     for bed in good:
         assert st["scored_seqs"][bed] == [0, 1, 2], (bed, st["scored_seqs"].get(bed))
@@ -244,7 +214,7 @@ async def test_chunks_stamped_decades_away_are_dead_lettered(live) -> None:
     try:
         for bed, t0 in far.items():
             await prod.send_and_wait(s.topic_chunks, _chunk(bed, 0, t0), key=bed.encode())
-        dls = await _collect(s, s.topic_deadletter, lambda xs: {bytes(r.key or b"") for r in xs
+        dls = await collect(s, s.topic_deadletter, lambda xs: {bytes(r.key or b"") for r in xs
                                                                if dict(r.headers)["mirage-reason"] == b"bad_timestamp"} >= {b.encode() for b in far}, 20)
     finally:
         await prod.stop()

@@ -289,7 +289,6 @@ def test_every_parser_refuses_oversized_values_before_parsing() -> None:
 async def test_every_consumer_bounds_its_fetches() -> None:
     """The alert consumers (dashboard, HL7 bridge, audit/demo via stream.kafka.consumer) and the
     worker's faust consumer never ask the broker for more than the message limit per partition."""
-    from stream.dashboard.consumer import DashboardFeed  # noqa: F401 - module exists
     from stream.hl7 import bridge
 
     s = Settings(max_message_bytes=2 * 1024 * 1024)
