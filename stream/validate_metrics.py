@@ -6,6 +6,8 @@ Definitions (bed = one monitored stream with a ground truth from the simulator o
 
 * A window is *positive* when its bed has an MI and the window ends after the MI onset
   (``mi_onset_s`` relative to the stream start; an infarct present at the start has onset <= 0).
+  A bed whose onset comes after the end of its stream shows no MI in this run and is scored as
+  a bed without MI (a shortened scenario must not count invisible infarcts as misses).
 * An MI alert (``alert_type == "mi"``, ``phase == "start"``) is a *true alert* when its bed has an
   MI and its window ends after the onset; every other MI start is a *false alert*.
 * A bed with an MI is *detected* when it has a true alert; its *alert delay* is the end time of
@@ -53,6 +55,11 @@ class BedInfo:
     start_ns: int
     stream_s: float
     label: str = ""
+
+    @property
+    def mi_in_stream(self) -> bool:
+        """An MI that shows in the streamed signal (onset before the stream's end)."""
+        return self.mi and (self.mi_onset_s is None or self.mi_onset_s < self.stream_s)
 
     def onset_ns(self) -> int:
         """Unix ns from which the MI is present (the stream start when it was present from the beginning)."""
@@ -105,7 +112,7 @@ class BedResult:
 
 def window_label(bed: BedInfo, end_ns: int) -> int:
     """1 when the window ending at ``end_ns`` shows the bed's MI (it ends after the onset)."""
-    return int(bed.mi and end_ns > bed.onset_ns())
+    return int(bed.mi_in_stream and end_ns > bed.onset_ns())
 
 
 def _ratio(num: int, den: int) -> float | None:
@@ -115,7 +122,8 @@ def _ratio(num: int, den: int) -> float | None:
 def score_beds(beds: Sequence[BedInfo], windows: Sequence[WindowScore], alerts: Sequence[AlertEvent]) -> list[BedResult]:
     """Per-bed detection, delay, false alerts and alarm burden."""
     by_bed = {b.bed_id: b for b in beds}
-    out: dict[str, BedResult] = {b.bed_id: BedResult(b.bed_id, b.record, b.mi, b.mi_onset_s) for b in beds}
+    out: dict[str, BedResult] = {b.bed_id: BedResult(b.bed_id, b.record, b.mi_in_stream, b.mi_onset_s,
+                                                     extra={"mi_after_stream": b.mi and not b.mi_in_stream}) for b in beds}
     for w in windows:
         r = out.get(w.bed_id)
         if r is None:

@@ -87,6 +87,14 @@ def test_window_metrics_and_parity() -> None:
     assert summarize(beds, windows("mi", [0.5]), [], threshold=0.5)["parity_max_abs_diff"] is None
 
 
+def test_an_onset_after_the_stream_is_not_a_missed_mi() -> None:
+    late = bed("late", True, onset=200.0, stream_s=120.0)
+    out = summarize([late, bed("mi", True, onset=0.0)], windows("late", [0.9, 0.9]), [start("late", 12.0)], threshold=0.5)
+    assert out["mi_beds"] == 1 and out["sensitivity"] == 0.0  # only "mi" counts, and it was missed
+    assert out["false_alerts"] == 1 and out["specificity"] == 0.0  # the alert on "late" came before any infarct
+    assert window_label(late, T0 + 110 * S) == 0
+
+
 def test_no_mi_beds_gives_no_sensitivity_rather_than_a_guess() -> None:
     out = summarize([bed("n", False)], windows("n", [0.1, 0.2]), [], threshold=0.5)
     assert out["sensitivity"] is None and out["specificity"] == 1.0 and out["ppv"] is None and out["window_auroc"] is None
