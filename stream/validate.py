@@ -345,7 +345,9 @@ def validate(opts: ValidateOptions, out_dir: Path, settings: Settings | None = N
         embedded = settings is None
     with tempfile.TemporaryDirectory(prefix="mirage-validate-") as tmp:
         if not embedded:
-            return _validate(opts, out_dir, base, Path(tmp))
+            # Never join a production worker's group: the validation worker must see every chunk.
+            return _validate(opts, out_dir, dataclasses.replace(base, consumer_group=f"mirage-validate-{uuid.uuid4().hex[:8]}"),
+                             Path(tmp))
         from deploy.services import DEFAULT_TOPICS, EmbeddedServices
 
         topics = dict(DEFAULT_TOPICS) | {base.topic_chunks: 4, base.topic_labs: 2, base.topic_alerts: 1, base.topic_deadletter: 1}

@@ -39,7 +39,8 @@ def validate_main(argv: list[str]) -> int:
                    help="seconds per bed (scenario: overrides its duration; --data: records are looped to this, default 30)")
     p.add_argument("--backend", default="torch", help="inference backend for the worker and the offline pass (default torch)")
     p.add_argument("--checkpoint", help="checkpoint (default: the shipped engine/checkpoints/mirage-default.pt)")
-    p.add_argument("--bootstrap", help="use this Kafka cluster instead of an embedded broker (needs --redis-url; topics must exist)")
+    p.add_argument("--bootstrap", help="use this Kafka cluster instead of an embedded broker (needs --redis-url; use dedicated, "
+                                       "empty topics from --config: the validation worker reads them from the start)")
     p.add_argument("--redis-url", help="Redis URL with --bootstrap")
     p.add_argument("--config", help="TOML settings file for the worker (policy thresholds, k-of-n, hop, topics, security)")
     p.add_argument("--timeout", type=float, default=900.0, help="give up waiting for the worker after this many seconds")
