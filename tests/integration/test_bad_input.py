@@ -32,7 +32,7 @@ from stream.schema import Alert, EcgChunk, encode_chunk
 from stream.settings import Settings
 from test_faults import collect, metric, scrape
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration]
 
 CFG = PRESETS["tiny"]
 FS = 500

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import signal
 import time
@@ -241,8 +242,16 @@ async def test_sigkill_mid_replay_gives_the_same_alerts_and_skips_no_window(serv
            successor_ready_s=round(killed["restart_s"], 1), first_window_after_kill_s=round(min(delays), 1),
            rescored_windows=len(rescored), windows_by_successor=len(second))
     assert second, "the successor scored nothing"
-    # bound: successor start-up + dead member's session timeout + catch-up on 2 cores
-    assert min(delays) <= killed["restart_s"] + 2 * Settings().session_timeout_s + 30
+    # bound: successor start-up + dead member's session timeout + catch-up on 2 cores. Per-window
+    # latency is measured from the broker timestamp of the chunk that completed the window, so for
+    # a re-read chunk it includes the whole outage.
+    bound_s = killed["restart_s"] + 2 * Settings().session_timeout_s + 30
+    assert min(delays) <= bound_s
+    calm_max = max(d["lat_ms"] for d in calm["windows"].values()) / 1000
+    killed_max = max(d["lat_ms"] for d in killed["windows"].values()) / 1000
+    report("sigkill_latency", calm_max_latency_s=round(calm_max, 1), killed_max_latency_s=round(killed_max, 1),
+           extra_delay_s=round(killed_max - calm_max, 1), bound_s=round(bound_s, 1))
+    assert killed_max <= calm_max + bound_s
 
 
 # -- 2. two workers in a group, one dies -------------------------------------------------------------
@@ -296,7 +305,6 @@ def private_services():
         yield svc
 
 
-@pytest.mark.slow
 async def test_redis_outage_scores_without_labs_and_says_so_then_uses_labs_again(private_services, unique: str,
                                                                                    tmp_path: Path, tiny_checkpoint: str) -> None:
     import redis.asyncio as aioredis
@@ -312,7 +320,8 @@ async def test_redis_outage_scores_without_labs_and_says_so_then_uses_labs_again
     prod = AIOKafkaProducer(bootstrap_servers=s.bootstrap_servers, acks="all")
     await prod.start()
     t0 = time.time_ns()
-    beds = {name: record(0.3, 14, i) for i, name in enumerate(("bed-down", "bed-back"))}
+    beds = {name: record(0.3, 14, i) for i, name in enumerate(("bed-down", "bed-back", "bed-hung"))}
+    hung = False
     try:
         await worker.wait_ready(120)
         pid = worker.proc.pid
@@ -336,11 +345,23 @@ async def test_redis_outage_scores_without_labs_and_says_so_then_uses_labs_again
         await send_chunks(prod, s, {"bed-back": beds["bed-back"]}, range(14), t0)
         got = await collect(s, s.topic_alerts, lambda xs: "bed-back" in started_beds(xs), 60)
         back_alert = next(a for a in mi_alerts(got) if a.bed_id == "bed-back" and a.phase == "start")
-        await wait_for(lambda: worker.read().get("windows", 0) >= 6, 30, "all 6 windows scored")
+        # 3. Redis hangs (SIGSTOP: connections accepted, nothing answered) - the 1 s client timeouts hold
+        os.kill(svc.redis.pid, signal.SIGSTOP)
+        hung = True
+        hang_t = time.monotonic()
+        await send_chunks(prod, s, {"bed-hung": beds["bed-hung"]}, range(14), t0)
+        got = await collect(s, s.topic_alerts, lambda xs: "bed-hung" in started_beds(xs), 90)
+        hung_alert = next(a for a in mi_alerts(got) if a.bed_id == "bed-hung" and a.phase == "start")
+        hung_alert_s = time.monotonic() - hang_t
+        os.kill(svc.redis.pid, signal.SIGCONT)
+        hung = False
+        await wait_for(lambda: worker.read().get("windows", 0) >= 9, 60, "all 9 windows scored")
         st = worker.read()
         after = await scrape(s.metrics_port)
         await r.aclose()
     finally:
+        if hung:
+            os.kill(svc.redis.pid, signal.SIGCONT)
         await prod.stop()
         code = await asyncio.to_thread(worker.stop)
     # during the outage: scored, without labs, and the alert says so
@@ -350,11 +371,12 @@ async def test_redis_outage_scores_without_labs_and_says_so_then_uses_labs_again
     assert back_alert.labs_available is True and [x["loinc"] for x in back_alert.labs] == [TNI]
     # no crash loop (same process all along, clean exit), no backlog: every chunk consumed, every window scored
     assert worker.proc.pid == pid and code in (0, -15), worker.logfile.read_text()[-2000:]
-    assert st["chunks"] == 28 and st["windows"] == 6 and st["scored_seqs"] == {"bed-down": [0, 1, 2], "bed-back": [0, 1, 2]}
-    assert metric(after, "mirage_windows_total") == 6
+    assert hung_alert.labs_available is False and "labs_unavailable" in hung_alert.advisories
+    assert st["chunks"] == 42 and st["windows"] == 9 and st["scored_seqs"] == {b: [0, 1, 2] for b in beds}
+    assert metric(after, "mirage_windows_total") == 9
     report("redis_outage", outage_alert_after_s=round(outage_alert_s, 1), lab_written_after_return_s=round(back_s, 1),
-           redis_errors=metric(after, "mirage_redis_errors_total"), p99_latency_ms=st.get("p99_latency_ms"),
-           lost_lab_during_outage=True)
+           hung_alert_after_s=round(hung_alert_s, 1), redis_errors=metric(after, "mirage_redis_errors_total"),
+           p99_latency_ms=st.get("p99_latency_ms"), lost_lab_during_outage=True)
 
 
 async def wait_for_async(cond: Callable[[], Any], timeout_s: float, what: str) -> float:
@@ -371,7 +393,6 @@ async def wait_for_async(cond: Callable[[], Any], timeout_s: float, what: str) -
 
 
 # -- 4. broker restart -----------------------------------------------------------------------------
-@pytest.mark.slow
 async def test_broker_restart_workers_and_producers_reconnect(private_services, unique: str, tmp_path: Path,
                                                               tiny_checkpoint: str) -> None:
     from aiokafka import AIOKafkaProducer
@@ -391,8 +412,8 @@ async def test_broker_restart_workers_and_producers_reconnect(private_services, 
         await send_chunks(prod, s, {"bed-before": record(0.3, 12, 1)}, range(12), t0)
         got = await collect(s, s.topic_alerts, lambda xs: "bed-before" in started_beds(xs), 60)
         assert "bed-before" in started_beds(got)
-        # the broker goes away and comes back on the same port; in-memory Tansu lost the topics
-        svc.stop_broker()
+        # the broker is killed (SIGKILL) and comes back on the same port; in-memory Tansu lost the topics
+        svc.stop_broker(signal.SIGKILL)
         await asyncio.sleep(3.0)
         svc.start_broker()
         restarted = time.monotonic()

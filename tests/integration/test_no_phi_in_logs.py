@@ -31,7 +31,7 @@ import pytest
 from stream.schema import EcgChunk, LabResult, encode_chunk
 from test_faults import collect, make_settings, started_beds, tiny_checkpoint  # noqa: F401 - fixture
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration]
 
 LEADS8 = ("I", "II", "V1", "V2", "V3", "V4", "V5", "V6")
 CANARY = {"good": "pat-CANARY-7731", "odd_rate": "pat-CANARY-5150", "poison": "pat-CANARY-4242", "lab": "pat-CANARY-9001",
