@@ -498,3 +498,41 @@ async def test_burst_keeps_buffers_batches_and_memory_bounded(services, unique: 
            cap_samples=n_beds * per_bed_cap, peak_beds=int(peak_beds), rss_before_mb=round(rss0, 1),
            rss_peak_mb=round(peak_rss, 1), windows=st["windows"], batches=st["batches"])
     assert peak_rss - rss0 < 400, (rss0, peak_rss)
+
+
+# -- 6. broker down when the worker starts ----------------------------------------------------------
+async def test_worker_started_without_a_broker_exits_non_zero_naming_it_then_starts_once_it_is_up(
+        private_services, unique: str, tmp_path: Path, tiny_checkpoint: str) -> None:
+    """No hang and no silent idling: the worker exits 1 naming the broker address (the service
+    manager restarts it); started again once the broker is up, it works."""
+    from aiokafka import AIOKafkaProducer
+
+    from deploy.services import create_topics
+    from stream.demo import WorkerProcess
+
+    svc = private_services
+    s = await make_settings(svc.bootstrap, svc.redis_url, unique, partitions=1, checkpoint=tiny_checkpoint)
+    svc.stop_broker(signal.SIGKILL)
+    t_start = time.monotonic()
+    first = WorkerProcess(s, tmp_path / "first")
+    try:
+        code = await asyncio.to_thread(first.proc.wait, 120)
+    finally:
+        await asyncio.to_thread(first.stop)
+    exit_s = time.monotonic() - t_start
+    log = first.logfile.read_text(errors="replace")
+    assert code == 1 and f"'127.0.0.1', {svc.kafka_port}" in log and "Unable to bootstrap" in log, log[-2000:]
+    svc.start_broker()
+    await asyncio.to_thread(create_topics, svc.bootstrap, topics_of(s, 1))
+    second = WorkerProcess(s, tmp_path / "second")
+    prod = AIOKafkaProducer(bootstrap_servers=s.bootstrap_servers, acks="all")
+    await prod.start()
+    try:
+        await second.wait_ready(120)
+        await send_chunks(prod, s, {"bed-late": record(0.3, 12, 3)}, range(12), time.time_ns())
+        got = await collect(s, s.topic_alerts, lambda xs: "bed-late" in started_beds(xs), 60)
+    finally:
+        await prod.stop()
+        await asyncio.to_thread(second.stop)
+    assert "bed-late" in started_beds(got)
+    report("broker_down_at_start", exit_code=code, exit_after_s=round(exit_s, 1))
