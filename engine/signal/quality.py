@@ -108,6 +108,64 @@ def lead_flags(x: np.ndarray, fs: float, name: str, th: QualityThresholds = DEFA
     return flags
 
 
+def _runs_rows(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(row, length)`` of every run of True in each row of a 2-D boolean array (row-major order)."""
+    R = mask.shape[0]
+    padded = np.zeros((R, mask.shape[1] + 2), dtype=np.int8)
+    padded[:, 1:-1] = mask
+    d = np.diff(padded, axis=1)  # (R, T+1): +1 at a run start, -1 after its end
+    rows, starts = np.nonzero(d == 1)
+    _, ends = np.nonzero(d == -1)
+    return rows, ends - starts
+
+
+def _longest_rows(mask: np.ndarray) -> np.ndarray:
+    """Longest run of True per row, ``(R,)``."""
+    rows, lengths = _runs_rows(mask)
+    out = np.zeros(mask.shape[0], dtype=np.int64)
+    np.maximum.at(out, rows, lengths)
+    return out
+
+
+def _finite_lead_flags(arr: np.ndarray, fs: float, names: list[str], th: QualityThresholds) -> list[list[str]]:
+    """:func:`lead_flags` for many all-finite leads at once (same rules, same results, vectorised).
+
+    The per-lead loop costs ~0.4 ms a lead in numpy call overhead; the stream runs these checks on
+    every window of every bed, so they are done across the leads of a window in one pass.
+    """
+    R = arr.shape[0]
+    out: list[list[str]] = [[] for _ in range(R)]
+    lo, hi = np.percentile(arr, [1.0, 99.0], axis=1)
+    const_run = _longest_rows(np.abs(np.diff(arr, axis=1)) < 1e-6) + 1
+    flat = (hi - lo < th.flat_mv) | (const_run >= th.flat_run_s * fs)
+    vmin, vmax = arr.min(axis=1), arr.max(axis=1)
+    span = vmax - vmin
+    med = np.median(arr, axis=1)
+    clipped = np.zeros(R, dtype=bool)
+    for ext in (vmax, vmin):
+        cand = ~flat & ~clipped & (span >= th.saturated_min_range_mv) & (np.abs(ext - med) >= 0.5 * span)
+        if not cand.any():
+            continue
+        sub, e = arr[cand], ext[cand][:, None]
+        long_run = _longest_rows(np.abs(sub - e) <= th.saturated_tol_mv) >= th.saturated_run_s * fs
+        rows, lengths = _runs_rows(np.abs(sub - e) <= 1e-6)
+        plateaus = np.bincount(rows[lengths >= 2], minlength=sub.shape[0]) >= th.saturated_plateaus
+        clipped[np.flatnonzero(cand)] = long_run | plateaus
+    rail = np.maximum(np.abs(vmin), np.abs(vmax)) >= th.rail_mv
+    d2 = np.diff(arr, n=2, axis=1)
+    mad = np.median(np.abs(d2 - np.median(d2, axis=1, keepdims=True)), axis=1)
+    noisy = 1.4826 * mad / np.sqrt(6.0) > th.noise_mv
+    for i, name in enumerate(names):
+        if flat[i]:
+            out[i].append(f"flat:{name}")
+            continue
+        if rail[i] or clipped[i]:
+            out[i].append(f"saturated:{name}")
+        if noisy[i]:
+            out[i].append(f"noisy:{name}")
+    return out
+
+
 def assess(window: np.ndarray, fs: float, th: QualityThresholds = DEFAULT_THRESHOLDS) -> QualityReport:
     """Quality flags and verdict of one raw window (12, T) in mV, leads in :data:`LEADS` order."""
     arr = np.asarray(window, dtype=np.float64)
@@ -115,13 +173,16 @@ def assess(window: np.ndarray, fs: float, th: QualityThresholds = DEFAULT_THRESH
         raise SignalError(f"quality checks expect a (12, T) window in mV, got shape {arr.shape}")
     if fs <= 0:
         raise SignalError(f"sampling rate must be positive, got fs={fs}")
-    flags: list[str] = []
-    bad: list[str] = []
-    for name, lead in zip(LEADS, arr):
-        f = lead_flags(lead, fs, name, th)
-        if f:
-            bad.append(name)
-            flags.extend(f)
+    per_lead: list[list[str]] = [[] for _ in LEADS]
+    finite = np.isfinite(arr).all(axis=1)
+    if arr.shape[1] >= 3 and finite.any():
+        idx = np.flatnonzero(finite)
+        for i, f in zip(idx, _finite_lead_flags(arr[idx], fs, [LEADS[i] for i in idx], th)):
+            per_lead[i] = f
+    for i in np.flatnonzero(~finite | (arr.shape[1] < 3)):
+        per_lead[i] = lead_flags(arr[i], fs, LEADS[i], th)
+    flags = [f for fl in per_lead for f in fl]
+    bad = [name for name, fl in zip(LEADS, per_lead) if fl]
     return QualityReport(flags=tuple(flags), bad_leads=tuple(bad), evaluable=len(bad) <= th.max_bad_leads)
 
 
