@@ -536,3 +536,43 @@ async def test_worker_started_without_a_broker_exits_non_zero_naming_it_then_sta
         await asyncio.to_thread(second.stop)
     assert "bed-late" in started_beds(got)
     report("broker_down_at_start", exit_code=code, exit_after_s=round(exit_s, 1))
+
+
+# -- 7. Redis down when the worker starts ------------------------------------------------------------
+async def test_worker_started_without_redis_monitors_at_once_and_uses_labs_when_redis_arrives(
+        private_services, unique: str, tmp_path: Path, tiny_checkpoint: str) -> None:
+    """Start-up order must not matter for Redis: ECG monitoring starts without it (labs unavailable)."""
+    import redis.asyncio as aioredis
+    from aiokafka import AIOKafkaProducer
+
+    from stream.demo import WorkerProcess
+    from stream.labcache import lab_key
+
+    svc = private_services
+    s = await make_settings(svc.bootstrap, svc.redis_url, unique, partitions=1, checkpoint=tiny_checkpoint)
+    svc.stop_redis(signal.SIGKILL)
+    worker = WorkerProcess(s, tmp_path / "w")
+    prod = AIOKafkaProducer(bootstrap_servers=s.bootstrap_servers, acks="all")
+    await prod.start()
+    t0 = time.time_ns()
+    try:
+        await worker.wait_ready(120)
+        await send_chunks(prod, s, {"bed-early": record(0.3, 12, 4)}, range(12), t0)
+        got = await collect(s, s.topic_alerts, lambda xs: "bed-early" in started_beds(xs), 60)
+        early = next(a for a in mi_alerts(got) if a.bed_id == "bed-early" and a.phase == "start")
+        svc.start_redis()
+        r = aioredis.from_url(s.redis_url)
+        lab = LabResult("pat-bed-later", TNI, 700.0, "ng/L", t0 - 120 * 10**9)
+        await prod.send_and_wait(s.topic_labs, lab.to_bytes(), key=b"pat-bed-later")
+        await wait_for_async(lambda: r.hexists(lab_key("pat-bed-later"), TNI), 30, "lab written once Redis is up")
+        await r.aclose()
+        await send_chunks(prod, s, {"bed-later": record(0.3, 12, 5)}, range(12), t0)
+        got = await collect(s, s.topic_alerts, lambda xs: "bed-later" in started_beds(xs), 60)
+        later = next(a for a in mi_alerts(got) if a.bed_id == "bed-later" and a.phase == "start")
+        alive = worker.proc.poll() is None
+    finally:
+        await prod.stop()
+        await asyncio.to_thread(worker.stop)
+    assert alive
+    assert early.labs_available is False and "labs_unavailable" in early.advisories
+    assert later.labs_available is True and [x["loinc"] for x in later.labs] == [TNI]
