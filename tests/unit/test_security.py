@@ -286,23 +286,33 @@ def test_every_parser_refuses_oversized_values_before_parsing() -> None:
     assert err.value.reason == "too_large"
 
 
-async def test_every_consumer_bounds_its_fetches() -> None:
+async def test_every_consumer_bounds_its_fetches(tmp_path: Path) -> None:
     """The alert consumers (dashboard, HL7 bridge, audit/demo via stream.kafka.consumer) and the
-    worker's faust consumer never ask the broker for more than the message limit per partition."""
-    from stream.hl7 import bridge
+    worker's faust consumer never ask the broker for more than the message limit per partition.
 
-    s = Settings(max_message_bytes=2 * 1024 * 1024)
+    The dashboard and the bridge are started against a closed port: they build their consumer,
+    then fail to connect; the consumer they built is inspected."""
+    from stream.dashboard.consumer import DashboardFeed
+    from stream.dashboard.state import WardState
+    from stream.hl7.bridge import Hl7Bridge
+    from stream.hl7.mllp import MllpClient, Outbox
+
+    s = Settings(max_message_bytes=2 * 1024 * 1024, bootstrap_servers="127.0.0.1:1")
     cons = consumer(s, "t", group_id=None)
     fc = _worker_consumer(s)
+    feed = DashboardFeed(s, WardState(), lambda _bed: None)
+    bridge = Hl7Bridge(s, MllpClient("127.0.0.1", 1), Outbox(tmp_path / "outbox.db"))
     try:
         assert cons._max_partition_fetch_bytes <= s.max_message_bytes
-        assert fc._max_partition_fetch_bytes <= max(s.max_message_bytes, 4 * 1024 * 1024)
+        assert fc._max_partition_fetch_bytes <= s.max_message_bytes
+        for service in (feed, bridge):
+            with pytest.raises(Exception):  # nothing listens on port 1
+                await service.start()
+            assert service._consumer._max_partition_fetch_bytes == s.max_message_bytes, type(service).__name__
     finally:
-        await fc.stop()
-        await cons.stop()
-    for module in ("stream/dashboard/consumer.py", "stream/hl7/bridge.py"):
-        src = (Path(bridge.__file__).resolve().parents[2] / module).read_text()
-        assert "max_partition_fetch_bytes=s.max_message_bytes" in src, module
+        for c in (fc, cons, feed._consumer, bridge._consumer, getattr(feed, "_producer", None)):
+            if c is not None:
+                await c.stop()
 
 
 async def test_a_dashboard_feed_skips_an_oversized_alert() -> None:
