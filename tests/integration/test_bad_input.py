@@ -11,7 +11,8 @@ lead counts, NaN / Inf / zero / absurd sampling rates, a rate the window grid ca
 Inf / negative gains, absurd sample counts, a message over the size limit, duplicate lead names,
 non-printable bed ids; labs that are not JSON, not an object, miss a field, carry a string value,
 an unknown LOINC code, an unknown unit, NaN / Infinity / implausible values, or are over 64 KB.
-Duplicate and out-of-order chunks are not poison: they are dropped and counted, not dead-lettered.
+Duplicate and out-of-order chunks are not poison: they are dropped and counted, not dead-lettered;
+NaN samples (a lead off, every lead off) are not poison either: scored, with quality flags.
 Chunks stamped decades away from the wall clock are in a separate test (see its xfail reason).
 """
 
@@ -42,9 +43,11 @@ LIMIT = 256 * 1024  # max_message_bytes of this worker (the broker takes 1 MB)
 
 
 def _chunk(bed: str = "bed-x", seq: int = 0, t0: int = 0, leads: tuple[str, ...] = LEADS8, n: int = N, fs: float = FS,
-           amp: float = 0.3) -> bytes:
+           amp: float = 0.3, missing: tuple[str, ...] = ()) -> bytes:
     t = np.arange(n) / fs
     x = amp * np.sin(2 * np.pi * 5 * (t + seq))[None, :] * np.linspace(0.5, 1.5, len(leads))[:, None]
+    for lead in missing:  # NaN on the wire = the missing-sample code (lead off)
+        x[leads.index(lead)] = np.nan
     return encode_chunk(EcgChunk(bed, f"pat-{bed}", seq, t0 + int(seq * n / fs * 1e9), fs, leads, x.astype(np.float32)))
 
 
@@ -140,6 +143,8 @@ async def test_every_malformed_message_is_dead_lettered_with_its_reason_and_good
     chunks, labs = bad_chunks(t0), bad_labs()
     before = worker.read()
     good = ("bed-good-a", "bed-good-b")
+    # NaN samples are not poison: a lead off (V3) or every lead off flows on with quality flags
+    nan_beds = {"bed-nan-v3": ("V3",), "bed-nan-all": LEADS8}
     prod = AIOKafkaProducer(bootstrap_servers=s.bootstrap_servers, acks="all", max_request_size=1024 * 1024)
     await prod.start()
     try:
@@ -147,6 +152,8 @@ async def test_every_malformed_message_is_dead_lettered_with_its_reason_and_good
         for seq in range(14):
             for bed in good:
                 await prod.send(s.topic_chunks, _chunk(bed, seq, t0), key=bed.encode())
+            for bed, missing in nan_beds.items():
+                await prod.send(s.topic_chunks, _chunk(bed, seq, t0, missing=missing), key=bed.encode())
             # poison in between good chunks, on the good beds' keys (same partitions) and others
             for _ in range(2):
                 item = next(bad_iter, None)
@@ -162,9 +169,9 @@ async def test_every_malformed_message_is_dead_lettered_with_its_reason_and_good
         expected = len(chunks) + len(labs)
         dls = await collect(s, s.topic_deadletter, lambda xs: len(xs) >= expected, 90)
         alerts = await collect(s, s.topic_alerts, lambda xs: {a.bed_id for a in map(Alert.from_bytes, (x.value for x in xs))
-                                                               if a.alert_type == "mi"} >= set(good), 60)
+                                                              if a.alert_type == "mi"} >= set(good) | {"bed-nan-v3"}, 60)
         deadline = time.monotonic() + 30
-        while worker.read().get("windows", 0) - before.get("windows", 0) < len(good) * 3:
+        while worker.read().get("windows", 0) - before.get("windows", 0) < (len(good) + len(nan_beds)) * 3:
             assert time.monotonic() < deadline, worker.read()
             await asyncio.sleep(0.3)
         await asyncio.sleep(1.2)
@@ -195,8 +202,15 @@ async def test_every_malformed_message_is_dead_lettered_with_its_reason_and_good
     # the good beds: every window (0-4 s starts over 14 s) scored once, in order, and alerted
     for bed in good:
         assert st["scored_seqs"][bed] == [0, 1, 2], (bed, st["scored_seqs"].get(bed))
-    started = {a.bed_id for a in map(Alert.from_bytes, (x.value for x in alerts)) if a.alert_type == "mi" and a.phase == "start"}
+    mi = [a for a in map(Alert.from_bytes, (x.value for x in alerts)) if a.alert_type == "mi"]
+    started = {a.bed_id for a in mi if a.phase == "start"}
     assert set(good) <= started
+    # NaN beds: every window scored, a finite probability, the missing lead named on the alert
+    for bed in nan_beds:
+        assert st["scored_seqs"][bed] == [0, 1, 2], (bed, st["scored_seqs"].get(bed))
+    assert all(a.probability is None or math.isfinite(a.probability) for a in mi)
+    v3 = [a for a in mi if a.bed_id == "bed-nan-v3" and a.phase == "start"]
+    assert v3 and "missing:V3" in v3[0].quality_flags, [a.quality_flags for a in v3]
     print("\nMEASURED bad_input: " + json.dumps({"dead_letters": len(dls), "kinds": len(chunks) + len(labs),
                                                  "reasons": reasons, "good_windows": {b: st["scored_seqs"][b] for b in good}}))
 
