@@ -19,6 +19,11 @@ log = logging.getLogger(__name__)
 DEFAULT_CACHE = Path(".mirage/cache")
 
 
+def _cache_arg(value: str) -> Path | None:
+    """``--cache ''`` disables the cache (``Path('')`` would silently mean the current folder)."""
+    return Path(value) if value.strip() else None
+
+
 class _DefaultsFormatter(argparse.HelpFormatter):
     """Shows '(default: X)' only for options whose default means something (not None/False)."""
 
@@ -63,7 +68,7 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--synthetic", type=int, default=0, metavar="N", help="add N simulated patients (half MI) from simulators.ecg")
     p.add_argument("--no-augment", action="store_true", help="turn off amplitude/shift/wander/noise augmentation")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="folder for cached rendered inputs ('' to disable)")
+    p.add_argument("--cache", type=_cache_arg, default=DEFAULT_CACHE, help="folder for cached rendered inputs ('' to disable)")
     p.add_argument("--resume", action="store_true", help="continue from OUT.state if it exists")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
@@ -85,7 +90,7 @@ def train_main(argv: list[str]) -> int:
             epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, patience=args.patience,
             seed=args.seed, augment=not args.no_augment, threads=args.threads, progress=not args.no_progress,
         )
-        plan = DataPlan(data=args.data, labs=args.labs, val_folds=tuple(args.val_fold or ()), test_folds=tuple(args.test_fold or ()), synthetic=args.synthetic, cache_dir=args.cache if str(args.cache) else None)
+        plan = DataPlan(data=args.data, labs=args.labs, val_folds=tuple(args.val_fold or ()), test_folds=tuple(args.test_fold or ()), synthetic=args.synthetic, cache_dir=args.cache)
         summary = run_training(plan, cfg, opts, args.out, resume=args.resume, command="mirage train " + shlex.join(argv))
     except MirageError as exc:
         print(f"mirage train: {exc}", file=sys.stderr)
@@ -112,7 +117,7 @@ def evaluate_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="report folder")
     p.add_argument("--negatives", choices=("all", "norm"), default="all", help="which non-MI records count as negatives")
     p.add_argument("--folds", type=_folds, help="comma-separated folds to evaluate, e.g. 9,10 (datasets with folds)")
-    p.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="folder for cached rendered inputs ('' to disable)")
+    p.add_argument("--cache", type=_cache_arg, default=DEFAULT_CACHE, help="folder for cached rendered inputs ('' to disable)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
 
@@ -125,7 +130,7 @@ def evaluate_main(argv: list[str]) -> int:
     try:
         report = evaluate(
             args.checkpoint, args.data, args.out, negatives=args.negatives, folds=args.folds, labs=args.labs,
-            cache_dir=args.cache if str(args.cache) else None, progress=not args.no_progress,
+            cache_dir=args.cache, progress=not args.no_progress,
         )
     except MirageError as exc:
         print(f"mirage evaluate: {exc}", file=sys.stderr)
