@@ -71,6 +71,7 @@ VARIANTS: dict[str, Variant] = {
         Variant("synthetic", "improvement: + simulated patients (with labs) mixed into training", synthetic=True),
         Variant("synthetic_no_film", "+ simulated patients, without FiLM (labs ignored)", {"use_film": False}, synthetic=True),
         Variant("synthetic_conv_stem", "+ simulated patients and conv stem", {"conv_stem": True}, synthetic=True),
+        Variant("synthetic_img_only", "+ simulated patients, ViT (image) branch only", {"use_ecg_branch": False}, synthetic=True),
     )
 }
 
