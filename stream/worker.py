@@ -39,6 +39,19 @@ from stream.settings import Settings
 log = logging.getLogger(__name__)
 
 MAX_LATENCY_SAMPLES = 200_000
+# Chunks stamped further than this from the worker's clock are dead letters (reason bad_timestamp):
+# a gateway with an unset clock (1970) or a corrupt stamp would otherwise be windowed and alerted on
+# with nonsense times, and lab staleness judged against them. Generous, so accelerated replays
+# (virtual clock running ahead) and catching up on a retained backlog stay well inside it.
+MAX_CLOCK_SKEW_S = 30 * 24 * 3600.0
+
+
+def check_timestamp(start_ns: int, now_ns: int, max_skew_s: float = MAX_CLOCK_SKEW_S) -> None:
+    """Raise ``WireError("bad_timestamp")`` when ``start_ns`` is implausibly far from ``now_ns``."""
+    skew_s = (int(start_ns) - int(now_ns)) / 1e9
+    if abs(skew_s) > max_skew_s:
+        raise WireError("bad_timestamp", f"start_ns {start_ns} is {skew_s / 86400:+.0f} days from this worker's clock "
+                                         f"(limit {max_skew_s / 86400:.0f} days)")
 
 
 def redis_client(settings: Settings) -> Any:
@@ -216,6 +229,7 @@ class StreamWorker:
             try:
                 chunk = decode_chunk(ev.value, max_bytes=s.max_message_bytes)
                 self.processor.windower.window_samples(chunk.fs)  # the window must be whole samples at this rate
+                check_timestamp(chunk.start_ns, now_ns)
             except (WireError, WindowError) as exc:
                 reason, detail = (exc.reason, exc.detail) if isinstance(exc, WireError) else ("unsupported_rate", str(exc))
                 await self._dead_letter(ev, reason, detail)

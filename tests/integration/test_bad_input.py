@@ -13,7 +13,8 @@ non-printable bed ids; labs that are not JSON, not an object, miss a field, carr
 an unknown LOINC code, an unknown unit, NaN / Infinity / implausible values, or are over 64 KB.
 Duplicate and out-of-order chunks are not poison: they are dropped and counted, not dead-lettered;
 NaN samples (a lead off, every lead off) are not poison either: scored, with quality flags.
-Chunks stamped decades away from the wall clock are in a separate test (see its xfail reason).
+Chunks stamped decades away from the wall clock (1970, 2199) are in a separate test: reason
+``bad_timestamp`` (more than 30 days from the worker's clock; stream/worker.py MAX_CLOCK_SKEW_S).
 """
 
 from __future__ import annotations
@@ -215,9 +216,6 @@ async def test_every_malformed_message_is_dead_lettered_with_its_reason_and_good
                                                  "reasons": reasons, "good_windows": {b: st["scored_seqs"][b] for b in good}}))
 
 
-@pytest.mark.xfail(strict=True, reason="stream/worker.py handle_chunk_events has no plausibility check of EcgChunk.start_ns: "
-                                       "a chunk stamped 1970 or 2200 is windowed, scored and alerted on (labs judged "
-                                       "against that time) instead of going to the dead-letter topic")
 async def test_chunks_stamped_decades_away_are_dead_lettered(live) -> None:
     from aiokafka import AIOKafkaProducer
 
