@@ -12,7 +12,8 @@ One call of :meth:`StreamProcessor.process` takes a batch of decoded chunks (eac
    start the window is drawn on ECG paper and stored in Redis (``mirage:snapshot:{alert_id}``);
    chunk arrivals, window quality, worker lag and backend errors feed
    :class:`stream.technical.TechnicalMonitor` (technical alarms: no data, leads off, poor signal,
-   backend failed, falling behind), whose events join the alerts;
+   backend failed, falling behind), whose events join the alerts; a discharged bed (end of
+   stream, ``idle_discharge_s`` of silence, another patient) gets the ``end`` of its MI episode;
 6. the tokens that are now *safe to acknowledge*: a chunk is released only when every window
    containing its samples has been scored (so a restart from the committed offset rebuilds every
    window that has not produced its output: at-least-once, see docs/STREAMING.md).
@@ -35,6 +36,7 @@ import numpy as np
 
 from engine.config import LEADS, MirageConfig
 from engine.pipeline import model_inputs
+from stream.admission import REASON_IDLE
 from stream.batcher import MicroBatcher
 from stream.labcache import LabCache, PatientLabs, PolicyStateStore, empty_labs
 from stream.errors import PolicyError
@@ -162,6 +164,9 @@ class StreamProcessor:
         if chunk.end_of_stream:
             self._seen.discard(chunk.bed_id)
         pending = self._pending.setdefault(chunk.bed_id, deque())
+        if push.reset == "patient_change":
+            # Another patient in the bed: the previous patient is discharged, so is their episode.
+            result.alerts.extend(self._end_mi(chunk.bed_id))
         if push.reset:
             # The old buffer is gone: its chunks can never contribute to a window again.
             result.release.extend(t for _, t in pending)
@@ -211,25 +216,45 @@ class StreamProcessor:
         for bed_id in discharged:
             await self.policy_discharge(bed_id, self._last_window.get(bed_id), result)
         for bed_id in self.windower.evict_idle():
-            self.policy.forget(bed_id)
+            # Silent past idle_discharge_s: the bed left without an end of stream. Its MI episode
+            # ends (an open alarm must never be dropped silently); TechnicalMonitor discharges it too.
+            result.alerts.extend(self._end_mi(bed_id))
             self._seen.discard(bed_id)
         result.alerts.extend(self.tick())
         result.release.extend(self._releasable())
         return result
 
     def tick(self) -> list[Alert]:
-        """Technical-alarm events due now (the worker also calls this from a 1 s timer: no data)."""
-        return self.technical.tick(self.clock())
+        """Technical-alarm events due now (the worker also calls this from a 1 s timer: no data).
+
+        Beds the technical monitor discharged for silence (``idle_discharge_s``, timer-driven, so
+        possibly with no chunk arriving at all) are discharged here too: their MI episode ends
+        and their window buffer is dropped. End-of-stream and patient-change discharges are
+        handled when their chunk is ingested.
+        """
+        alerts = self.technical.tick(self.clock())
+        for ev in self.technical.pop_discharges():
+            if ev.reason == REASON_IDLE:
+                self.windower.discharge(ev.bed_id)  # its pending chunks are released by the next process()
+                self._seen.discard(ev.bed_id)
+                alerts.extend(self._end_mi(ev.bed_id))
+        return alerts
 
     async def policy_discharge(self, bed_id: str, last: EcgWindow | None, result: ProcessResult) -> None:
         """End the bed's active episode (if any) and forget it, here and in the saved state."""
-        seq = last.seq if last else -1
-        end_ns = last.end_ns if last else self.clock()
+        if last is not None:
+            self._last_window[bed_id] = last
+        result.alerts.extend(self._end_mi(bed_id))
+
+    def _end_mi(self, bed_id: str) -> list[Alert]:
+        """End the bed's open MI episode (its ``end`` alert, on the last scored window) and forget
+        the bed's policy state; idempotent (a second call finds nothing to end)."""
+        last = self._last_window.pop(bed_id, None)
         self._dirty.add(bed_id)
-        for ev in self.policy.discharge(bed_id, seq, end_ns):
-            if last is not None:
-                result.alerts.append(self._alert(ev, last, None, None, empty_labs()))
-        self._last_window.pop(bed_id, None)
+        events = self.policy.discharge(bed_id, last.seq if last else -1, last.end_ns if last else self.clock())
+        # Without a window (discharged right after a restart, before any was scored) there is
+        # nothing to put on the alert: see the limits in docs/STREAMING.md.
+        return [self._alert(ev, last, None, None, empty_labs()) for ev in events if last is not None]
 
     async def _restore(self, bed_ids: list[str]) -> None:
         """Load the saved policy and technical-alarm state of beds this worker has not seen yet.

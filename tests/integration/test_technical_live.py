@@ -113,12 +113,13 @@ class Gateway:
     async def __aexit__(self, *exc: object) -> None:
         await self.prod.stop()
 
-    async def send(self, bed: str, signal: np.ndarray, *, pace_s: float = 0.0, age_s: float = 0.0) -> None:
+    async def send(self, bed: str, signal: np.ndarray, *, pace_s: float = 0.0, patient: str = "",
+                   age_s: float = 0.0) -> None:
         """Send ``signal`` (8, k*N) as k chunks of the bed, ``pace_s`` apart (wall clock);
         ``age_s`` > 0 stamps them that old (a gateway's backlog: the worker is behind real time)."""
         for i in range(signal.shape[1] // N):
             seq = self.seq.get(bed, 0)
-            chunk = EcgChunk(bed, f"pat-{bed}", seq, self.t0 + seq * S, FS, LEADS8, signal[:, i * N:(i + 1) * N])
+            chunk = EcgChunk(bed, patient or f"pat-{bed}", seq, self.t0 + seq * S, FS, LEADS8, signal[:, i * N:(i + 1) * N])
             stamp = int(time.time() * 1000 - age_s * 1000) if age_s else None
             await self.prod.send_and_wait(self.settings.topic_chunks, encode_chunk(chunk), key=bed.encode(),
                                           timestamp_ms=stamp)
@@ -421,8 +422,6 @@ async def test_failing_backend_without_fallback_says_so_before_the_worker_stops(
     assert all(a.advisories == ["no fallback backend: windows are not being evaluated"] for a in tech)
 
 
-@pytest.mark.xfail(strict=True, reason="stream/cli.load_model builds no fallback for a --predictor model: the "
-                   "fallback factory exists only for checkpoint backends (to be wired after E's hand-off)")
 async def test_failing_backend_falls_back_and_says_so(live, unique, tmp_path: Path) -> None:
     """The primary backend raises on every batch; ``fallback_backend=torch`` (the checkpoint in
     PyTorch) re-scores the failing batch and every later one, each monitored bed gets one
@@ -452,18 +451,23 @@ async def test_failing_backend_falls_back_and_says_so(live, unique, tmp_path: Pa
     assert all(a.advisories == ["fallback backend torch in use"] for a in tech)
 
 
-@pytest.mark.xfail(strict=True, reason="idle discharge ends the technical episodes but not the MI episode: the "
-                   "worker never calls TechnicalMonitor.pop_discharges() and its windower eviction calls "
-                   "AlertPolicy.forget (engineer H's report; fix after E's hand-off)")
-async def test_idle_discharge_ends_every_open_alert(live, unique, tmp_path: Path) -> None:
+async def test_discharge_ends_every_open_alert(live, unique, tmp_path: Path) -> None:
     """A bed in an MI episode goes silent for good: ``no_data`` starts, then after
     ``idle_discharge_s`` the bed is discharged, which ends ``no_data`` AND the MI episode (same ids);
-    a discharged bed stays silent (no new ``no_data``)."""
+    a discharged bed stays silent (no new ``no_data``). A new patient in a bed ends the previous
+    patient's MI episode at once."""
     s = await live(no_data_s=2.0, idle_discharge_s=6.0)
     async with running(s, tmp_path, unique, "amplitude") as (worker, tap):
         async with Gateway(s) as gw:
             await gw.send("bed-i", ecg(14, 1.0, 8))
             await gw.send("bed-q", ecg(14, 0.05, 9))
+            await gw.send("bed-p", ecg(12, 1.0, 10))
+            p_start = await tap.wait_for("MI start on bed-p", lambda al: first(
+                al, bed_id="bed-p", alert_type="mi", phase="start"), 60, worker)
+            await gw.send("bed-p", ecg(1, 0.05, 11), patient="pat-next")
+            p_end = await tap.wait_for("MI end on bed-p", lambda al: first(
+                al, bed_id="bed-p", alert_type="mi", phase="end"), 30, worker)
+        assert (p_end.alert_id, p_end.patient_id) == (p_start.alert_id, "pat-bed-p")
         mi = await tap.wait_for("MI start on bed-i", lambda al: first(al, bed_id="bed-i", alert_type="mi", phase="start"),
                                 60, worker)
         await tap.wait_for("no_data start on both beds", lambda al: first(al, bed_id="bed-i", kind="no_data") and first(

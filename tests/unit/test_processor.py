@@ -182,3 +182,45 @@ async def test_runtime_backend_failure_switches_to_the_fallback() -> None:
     assert ("mi", "mi_suspected", "start") in kinds  # monitoring went on
     [tech] = [a for a in res.alerts if a.alert_type == "technical"]
     assert (tech.kind, tech.phase) == ("backend_failed", "start") and "cpu-fallback" in " ".join(tech.advisories)
+
+
+async def test_idle_discharge_by_the_timer_ends_the_mi_episode() -> None:
+    """No chunk at all after the bed went silent: the timer's tick discharges it past
+    ``idle_discharge_s``, ending no_data AND the MI episode (same id, on the last scored window)."""
+    now = [T0 + 100 * 10**9]
+    proc = StreamProcessor(AmplitudePredictor(), INFO, settings(no_data_s=2.0, idle_discharge_s=6.0), clock=lambda: now[0])
+    items = [(c, c.seq) for c in chunks("b", bed_record(1.0, 12, 2), range(12))]
+    res = await proc.process(items)
+    [start] = [a for a in res.alerts if a.alert_type == "mi"]
+    assert sorted(res.release) == [0, 1, 2, 3]  # chunks 4-11 still belong to a future window
+    now[0] += 3 * 10**9
+    assert [(a.kind, a.phase) for a in proc.tick()] == [("no_data", "start")]
+    now[0] += 4 * 10**9  # 7 s > idle_discharge_s
+    events = proc.tick()
+    assert [(a.alert_type, a.phase) for a in events] == [("technical", "end"), ("mi", "end")]
+    assert events[1].alert_id == start.alert_id and events[1].window_seq == 1 and events[1].probability is None
+    assert proc.windower.bed_ids() == [] and not proc.policy.known("b")
+    assert proc.tick() == []  # a discharged bed is silent
+    res = await proc.process([])  # its held chunks are released: a restart must not rebuild its windows
+    assert sorted(res.release) == list(range(4, 12)) and res.alerts == []
+
+
+async def test_windower_eviction_and_patient_change_end_the_mi_episode() -> None:
+    now = [T0 + 100 * 10**9]
+    proc = StreamProcessor(AmplitudePredictor(), INFO, settings(idle_discharge_s=5.0), clock=lambda: now[0])
+    res = await proc.process([(c, c.seq) for c in chunks("b", bed_record(1.0, 12, 3), range(12))]
+                             + [(c, c.seq) for c in chunks("q", bed_record(1.0, 12, 4), range(12))])
+    starts = {a.bed_id: a.alert_id for a in res.alerts if a.alert_type == "mi" and a.phase == "start"}
+    assert set(starts) == {"b", "q"}
+    # bed q gets a new patient: the previous patient's episode ends at once
+    new = EcgChunk("q", "pat-new", 12, T0 + 12 * 10**9, FS, LEADS8, bed_record(0.05, 1, 5))
+    res = await proc.process([(new, "new")])
+    assert [(a.bed_id, a.patient_id, a.phase, a.alert_id) for a in res.alerts if a.alert_type == "mi"] == [
+        ("q", "pat-q", "end", starts["q"])]
+    # bed b goes silent; a chunk of bed q arrives after idle_discharge_s: the windower evicts b first
+    now[0] += 6 * 10**9
+    more = EcgChunk("q", "pat-new", 13, T0 + 13 * 10**9, FS, LEADS8, bed_record(0.05, 1, 6))
+    res = await proc.process([(more, "more")])
+    mi = [(a.bed_id, a.phase, a.alert_id) for a in res.alerts if a.alert_type == "mi"]
+    assert mi == [("b", "end", starts["b"])]
+    assert [a.bed_id for a in proc.tick() if a.alert_type == "mi"] == []  # ended once, not twice
