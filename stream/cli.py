@@ -34,14 +34,25 @@ def load_model(settings: Settings, predictor_spec: str = "") -> tuple[PredictorL
 
     ``predictor_spec`` (``module:factory``) replaces the checkpoint with a site-provided predictor:
     ``factory(settings)`` returns an object with ``name``, ``config``, ``predict`` and optionally
-    ``info`` (a :class:`ModelInfo`).
+    ``info`` (a :class:`ModelInfo`). With ``Settings.fallback_backend`` its fallback is the
+    checkpoint (``Settings.checkpoint``, default the shipped one) on that backend, which must
+    take the same window (``fs``, ``T``).
     """
+    from engine.checkpoint import load_checkpoint, model_version
+    from engine.predictor import make_predictor
+
     if predictor_spec:
         pred = _import(predictor_spec)(settings)
         info = getattr(pred, "info", None) or ModelInfo(pred.name, "custom", "", 0.5)
-        return pred, info, None
-    from engine.checkpoint import load_checkpoint, model_version
-    from engine.predictor import make_predictor
+        if not settings.fallback_backend:
+            return pred, info, None
+
+        # Loaded now (a wrong path or an incompatible checkpoint fails at start), built when needed.
+        fb_loaded = load_checkpoint(settings.checkpoint or None)
+        if (fb_loaded.config.fs, fb_loaded.config.T) != (pred.config.fs, pred.config.T):
+            raise SettingsError(f"fallback checkpoint takes {fb_loaded.config.T} samples at {fb_loaded.config.fs} Hz, "
+                                f"the --predictor model {pred.config.T} at {pred.config.fs} Hz")
+        return pred, info, lambda: make_predictor(settings.fallback_backend, fb_loaded)
 
     loaded = load_checkpoint(settings.checkpoint or None)
     opts: dict[str, Any] = {"device": settings.device} if settings.device and settings.device != "cpu" else {}
@@ -124,6 +135,10 @@ def demo_main(argv: list[str]) -> int:
     p.add_argument("--backend", default="torch", help="inference backend (default torch)")
     p.add_argument("--predictor", default="", help=argparse.SUPPRESS)
     p.add_argument("--timeout", type=float, default=300.0, help="give up after this many seconds (default 300)")
+    p.add_argument("--audit-db", help="SQLite file for the audit trail of every alert event, kept after the demo "
+                                      "(default: a new file in the temp directory); inspect it with 'mirage audit "
+                                      "query/verify/plot --db FILE'")
     args = p.parse_args(argv)
     return run_demo(duration_s=args.duration, speed=args.speed, beds=args.beds, scenario=args.scenario, as_json=args.json,
-                    checkpoint=args.checkpoint, backend=args.backend, predictor=args.predictor, timeout_s=args.timeout)
+                    checkpoint=args.checkpoint, backend=args.backend, predictor=args.predictor, timeout_s=args.timeout,
+                    audit_db=args.audit_db)
