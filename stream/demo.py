@@ -12,6 +12,10 @@ stopped, and a summary is printed; ``--json`` makes its last line machine-readab
 
 Latency is per window, from the broker timestamp of the chunk that completed the window to the
 moment its outputs (alerts, if any) were acknowledged by the broker.
+
+The audit consumer (:class:`stream.audit.AuditConsumer`, as ``mirage audit run`` runs it) keeps
+every alert event in an SQLite trail during the demo; the file is kept afterwards (``--audit-db``,
+default a new file in the temp directory) so ``mirage audit query/verify/plot --db FILE`` work on it.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from stream.schema import Alert
 from stream.settings import Settings
@@ -146,6 +150,26 @@ async def _consume_alerts(settings: Settings, out: list[Alert], print_lines: boo
         await c.stop()
 
 
+async def _run_audit(settings: Settings, path: Path, stop: asyncio.Event, caught_up: Callable[[int], bool]) -> int:
+    """Keep the audit trail until ``stop`` is set and ``caught_up(messages)``; returns the row count."""
+    from stream.audit import AuditConsumer, AuditStore
+
+    with AuditStore(path) as store:
+        cons = AuditConsumer(settings, store, group=f"mirage-demo-audit-{uuid.uuid4().hex[:8]}")
+        await cons.start()
+        try:
+            deadline: float | None = None
+            while True:
+                if stop.is_set():
+                    deadline = deadline or time.monotonic() + 10.0
+                    if caught_up(cons.messages) or time.monotonic() > deadline:
+                        break
+                await cons.poll_once(timeout_ms=200)
+        finally:
+            await cons.stop()
+        return store.count()
+
+
 async def _wait_drained(worker: WorkerProcess, chunks_sent: int, timeout_s: float) -> dict[str, Any]:
     """Wait until the worker consumed every chunk and its counts stop moving."""
     deadline = time.monotonic() + timeout_s
@@ -166,7 +190,8 @@ async def _wait_drained(worker: WorkerProcess, chunks_sent: int, timeout_s: floa
 
 
 async def _demo(settings: Settings, workdir: Path, *, duration_s: float, speed: float, beds: int, scenario: str,
-                as_json: bool, checkpoint: str | None, backend: str, predictor: str, timeout_s: float) -> dict[str, Any]:
+                as_json: bool, checkpoint: str | None, backend: str, predictor: str, timeout_s: float,
+                audit_db: Path) -> dict[str, Any]:
     from simulators.replay import replay, resolve_source
 
     t0 = time.monotonic()
@@ -183,10 +208,12 @@ async def _demo(settings: Settings, workdir: Path, *, duration_s: float, speed: 
     stop = asyncio.Event()
     started = asyncio.Event()
     consumer_task: asyncio.Task | None = None
+    audit_task: asyncio.Task | None = None
     try:
         await worker.wait_ready(min(120.0, timeout_s))
         say(f"worker ready after {time.monotonic() - t0:.1f}s; replaying {sc.beds} beds x {duration_s:.0f}s at {speed:g}x ...")
         consumer_task = asyncio.create_task(_consume_alerts(settings, alerts, not as_json, t0, started, stop))
+        audit_task = asyncio.create_task(_run_audit(settings, audit_db, stop, lambda n: n >= len(alerts)))
         await asyncio.wait_for(started.wait(), 30)
         result = await replay(sc, settings, speed=speed, progress=False)
         say(f"replay done: {result.chunks} chunks, {result.labs} labs in {result.seconds:.1f}s; waiting for the worker ...")
@@ -198,9 +225,13 @@ async def _demo(settings: Settings, workdir: Path, *, duration_s: float, speed: 
         if consumer_task is not None:
             await asyncio.gather(consumer_task, return_exceptions=True)
         code = await asyncio.to_thread(worker.stop)
+        audit = (await asyncio.gather(audit_task, return_exceptions=True))[0] if audit_task is not None else 0
     stats = worker.read()
     if code not in (0, -signal.SIGTERM):
         log.warning("worker exited with code %s", code)
+    if isinstance(audit, BaseException):
+        log.warning("audit trail incomplete: %s", audit)
+        audit = -1
     starts = [a for a in alerts if a.alert_type == "mi" and a.phase == "start"]
     truth = {b.bed_id: b for b in result.truth}
     beds_alerted = sorted({a.bed_id for a in starts})
@@ -224,15 +255,26 @@ async def _demo(settings: Settings, workdir: Path, *, duration_s: float, speed: 
         "speed": speed,
         "backend": backend,
         "worker_exit": code,
+        "audit_db": str(audit_db),
+        "audit_rows": audit,
     }
 
 
 def run_demo(*, duration_s: float = 60.0, speed: float = 3.0, beds: int = 0, scenario: str = "demo", as_json: bool = False,
-             checkpoint: str | None = None, backend: str = "torch", predictor: str = "", timeout_s: float = 300.0) -> int:
-    """Run the demo end to end; returns the exit code (0 = ran; alerts are reported, not judged)."""
+             checkpoint: str | None = None, backend: str = "torch", predictor: str = "", timeout_s: float = 300.0,
+             audit_db: str | Path | None = None) -> int:
+    """Run the demo end to end; returns the exit code (0 = ran; alerts are reported, not judged).
+
+    ``audit_db``: the audit trail's SQLite file (kept after the demo); None = a new file in the
+    temp directory.
+    """
     from deploy.services import EmbeddedServices
 
     workdir = Path(tempfile.mkdtemp(prefix="mirage-demo-"))
+    if audit_db is None:
+        audit_db = Path(tempfile.gettempdir()) / f"{workdir.name}-audit.sqlite"  # outlives the workdir
+    audit_db = Path(audit_db)
+    audit_db.parent.mkdir(parents=True, exist_ok=True)
     say = (lambda *a: None) if as_json else (lambda *a: print(*a, flush=True))
     say("starting embedded broker and Redis ...")
     try:
@@ -241,7 +283,7 @@ def run_demo(*, duration_s: float = 60.0, speed: float = 3.0, beds: int = 0, sce
                                      consumer_group=f"mirage-demo-{uuid.uuid4().hex[:8]}")
             summary = asyncio.run(_demo(settings, workdir, duration_s=duration_s, speed=speed, beds=beds, scenario=scenario,
                                         as_json=as_json, checkpoint=checkpoint, backend=backend, predictor=predictor,
-                                        timeout_s=timeout_s))
+                                        timeout_s=timeout_s, audit_db=audit_db))
     except (RuntimeError, OSError) as exc:
         print(f"mirage demo failed: {exc}", file=sys.stderr)
         return 1
@@ -257,5 +299,6 @@ def run_demo(*, duration_s: float = 60.0, speed: float = 3.0, beds: int = 0, sce
               f"latency p50 {summary['p50_latency_ms']} ms, p99 {summary['p99_latency_ms']} ms")
         print(f"beds with MI: {', '.join(summary['beds_with_mi']) or '-'}")
         print(f"beds alerted: {', '.join(summary['beds_alerted']) or '-'}")
+        print(f"audit trail: {summary['audit_rows']} event(s) in {audit_db}  (mirage audit query --db {audit_db})")
         print(f"wall time {summary['wall_s']} s")
     return 0

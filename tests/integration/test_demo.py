@@ -24,10 +24,12 @@ def run_demo(*args: str, env: dict[str, str] | None = None) -> dict:
     return json.loads(last)
 
 
-def test_demo_json_with_a_crafted_predictor() -> None:
-    """The whole path with a model whose answer is known: every bed has troponin -> every bed alerts."""
+def test_demo_json_with_a_crafted_predictor(tmp_path: Path) -> None:
+    """The whole path with a model whose answer is known: every bed has troponin -> every bed alerts;
+    the audit trail kept during the demo holds every alert event and its hash chain verifies."""
+    db = tmp_path / "audit.sqlite"
     out = run_demo("--duration", "20", "--speed", "5", "--beds", "3", "--predictor", "test_worker:make_predictor",
-                   env={"PYTHONPATH": str(Path(__file__).parent)})
+                   "--audit-db", str(db), env={"PYTHONPATH": str(Path(__file__).parent)})
     assert KEYS <= set(out)
     # 3 beds x 20 s: windows at 0, 2, ..., 10 s -> 6 per bed
     assert out["windows"] == 18 and out["chunks"] == 3 * 41
@@ -35,6 +37,10 @@ def test_demo_json_with_a_crafted_predictor() -> None:
     assert out["beds_with_mi"] == ["bed-01", "bed-02"]
     assert out["alerts"] == 6  # a start and a discharge end per bed
     assert 0 < out["p50_latency_ms"] <= out["p99_latency_ms"] < 10_000
+    assert out["audit_db"] == str(db) and out["audit_rows"] == 6
+    verify = subprocess.run([sys.executable, "-m", "mirage", "audit", "verify", "--db", str(db)], capture_output=True,
+                            text=True, timeout=60, cwd=REPO)
+    assert verify.returncode == 0 and "intact over 6 row(s)" in verify.stdout, verify.stdout + verify.stderr
 
 
 def test_demo_json_with_the_shipped_checkpoint() -> None:
