@@ -492,8 +492,9 @@ async def test_burst_keeps_buffers_batches_and_memory_bounded(services, unique: 
     assert metric(text, "mirage_batch_size_count") > 0 and over == 0, text
     # per-bed buffers capped: never more than one window + one chunk per bed
     assert 0 < peak_buffered <= n_beds * per_bed_cap, (peak_buffered, n_beds * per_bed_cap)
-    # idle beds evicted: only the trickling bed is left
-    assert st["windower"].get("evicted", 0) >= n_beds and metric(text, "mirage_beds") == 1
+    # idle beds evicted (by the windower's idle eviction or the admission monitor's idle discharge,
+    # whichever runs first): only the trickling bed is left, holding at most one window + one chunk
+    assert metric(text, "mirage_beds") == 1 and metric(text, "mirage_buffered_samples") <= per_bed_cap, st["windower"]
     report("burst", beds=n_beds, chunks=n_beds * seconds, drain_s=round(drain_s, 1), peak_buffered_samples=int(peak_buffered),
            cap_samples=n_beds * per_bed_cap, peak_beds=int(peak_beds), rss_before_mb=round(rss0, 1),
            rss_peak_mb=round(peak_rss, 1), windows=st["windows"], batches=st["batches"])
