@@ -43,11 +43,12 @@ def test_demo_json_with_a_crafted_predictor(tmp_path: Path) -> None:
     assert verify.returncode == 0 and "intact over 6 row(s)" in verify.stdout, verify.stdout + verify.stderr
 
 
-def test_demo_json_with_the_shipped_checkpoint() -> None:
+def test_demo_json_with_the_shipped_checkpoint(tmp_path: Path) -> None:
     ckpt = REPO / "engine" / "checkpoints" / "mirage-default.pt"
     if not ckpt.exists():
         pytest.skip(f"shipped checkpoint {ckpt} not present yet")
-    out = run_demo("--duration", "30", "--speed", "4")
+    out = run_demo("--duration", "30", "--speed", "4", "--audit-db", str(tmp_path / "audit.sqlite"))
     assert KEYS <= set(out)
     assert out["windows"] == 8 * 11 and out["beds_with_mi"] == ["bed-01", "bed-02", "bed-04", "bed-07"]
     assert out["p50_latency_ms"] is not None and out["p99_latency_ms"] >= out["p50_latency_ms"]
+    assert out["audit_rows"] >= out["alerts"] > 0  # every alert shown is in the trail
