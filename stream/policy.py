@@ -80,6 +80,7 @@ class _BedState:
     calm: int = 0  # consecutive level-2 windows below the de-escalation point
     cooldown_until_ns: int = -1
     last_window_seq: int = -1
+    last_window_end_ns: int = -1
 
 
 class AlertPolicy:
@@ -106,13 +107,15 @@ class AlertPolicy:
         """Feed one window's probability; return the events it causes (usually none).
 
         Windows of a bed must come in order; a window not newer than the last one seen (a
-        replayed duplicate) is ignored.
+        replayed duplicate: seq and end time both not newer) is ignored. A lower seq with a newer
+        end time is a restarted source (monitor reboot, new window grid) and is scored.
         """
         c = self.config
         st = self._state(bed_id, patient_id)
-        if window_seq <= st.last_window_seq:
+        if window_seq <= st.last_window_seq and window_end_ns <= st.last_window_end_ns:
             return []
         st.last_window_seq = window_seq
+        st.last_window_end_ns = int(window_end_ns)
         p = float(probability)
         positive = p >= c.threshold_start
         st.recent.append(positive)
@@ -171,7 +174,7 @@ class AlertPolicy:
             return None
         return {"patient_id": st.patient_id, "recent": [bool(x) for x in st.recent], "active_id": st.active_id,
                 "level": st.level, "below": st.below, "calm": st.calm, "cooldown_until_ns": st.cooldown_until_ns,
-                "last_window_seq": st.last_window_seq}
+                "last_window_seq": st.last_window_seq, "last_window_end_ns": st.last_window_end_ns}
 
     def import_state(self, bed_id: str, data: dict) -> None:
         """Restore a state from :meth:`export_state` (unknown or malformed fields raise PolicyError)."""
@@ -179,7 +182,9 @@ class AlertPolicy:
             st = _BedState(recent=deque((bool(x) for x in data["recent"]), maxlen=self.config.n),
                            patient_id=str(data["patient_id"]), active_id=str(data["active_id"]), level=int(data["level"]),
                            below=int(data["below"]), calm=int(data.get("calm", 0)), cooldown_until_ns=int(data["cooldown_until_ns"]),
-                           last_window_seq=int(data["last_window_seq"]))
+                           last_window_seq=int(data["last_window_seq"]),
+                           # states saved before end times were kept: dedupe on seq alone, as then
+                           last_window_end_ns=int(data.get("last_window_end_ns", 2**63 - 1)))
         except (KeyError, TypeError, ValueError) as exc:
             raise PolicyError(f"bad saved policy state for a bed: {exc!r}") from None
         self._beds[bed_id] = st

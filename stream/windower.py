@@ -21,7 +21,10 @@ Design choices (see docs/STREAMING.md):
   (``stream.schema.make_alert_id``) are identical on a replay.
 * **Gaps** (missing seq numbers or a time jump) up to ``max_gap_s`` are filled with NaN and the
   windows touching them carry the flag ``gap``; a longer gap resets the bed (a new grid).
-  **Duplicates** (same seq) and **out-of-order** chunks (older seq) are dropped and counted.
+  **Duplicates** (same seq) and **out-of-order** chunks (older seq) are dropped and counted,
+  except an older seq whose samples start after the buffer's end: the source restarted its
+  counter (a monitor reboot), which resets the bed (``seq_restart``) instead of silencing it
+  until the new counter passes the old one.
   A change of rate or lead set resets the bed. NaN samples (lead off) flow into the window and
   :func:`engine.pipeline.quality_flags` names them. ``end_of_stream`` discharges the bed.
 * **Bounded memory**: a bed holds at most one window plus one chunk of samples; beds silent for
@@ -187,11 +190,12 @@ class Windower:
                 self.counts["duplicate"] += 1
                 res.dropped = "duplicate"
                 return res
-            if chunk.seq < bed.last_seq:
+            restarted = chunk.seq < bed.last_seq and self._is_seq_restart(bed, chunk)
+            if chunk.seq < bed.last_seq and not restarted:
                 self.counts["out_of_order"] += 1
                 res.dropped = "out_of_order"
                 return res
-            reason = self._change_reason(bed, chunk)
+            reason = "seq_restart" if restarted else self._change_reason(bed, chunk)
             if reason:
                 res.reset = reason
                 self.counts[f"reset_{reason}"] += 1
@@ -220,6 +224,14 @@ class Windower:
             self.counts["discharged"] += 1
             res.discharged = True
         return res
+
+    @staticmethod
+    def _is_seq_restart(bed: _Bed, chunk: EcgChunk) -> bool:
+        """An older seq whose samples are *newer* than the buffer: the source restarted its counter
+        (monitor or gateway reboot), not a re-delivered old chunk (whose start lies at least a chunk
+        before the buffer's end). Half a chunk of clock tolerance."""
+        half_chunk_ns = int(0.5e9 * chunk.n_samples / chunk.fs) if chunk.fs > 0 else 0
+        return chunk.start_ns >= bed.end_ns - half_chunk_ns
 
     @staticmethod
     def _change_reason(bed: _Bed, chunk: EcgChunk) -> str:

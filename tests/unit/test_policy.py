@@ -100,3 +100,21 @@ def test_level_does_not_flap_around_the_escalation_probability() -> None:
     pol = AlertPolicy(CFG)
     events = feed(pol, [0.95, 0.95, 0.85, 0.93, 0.82, 0.91, 0.86, 0.95])
     assert events == [(1, "start", 2)]  # dips to 0.82-0.86 are above 0.9 - 0.1: level 2 holds
+
+
+def test_a_restarted_source_is_scored_but_replays_are_not() -> None:
+    """Saved state says window 3 (ending at 16 s) was the last; the monitor then rebooted and its
+    windows count from 0 again with later end times: they must be scored, not taken for replays."""
+    a = AlertPolicy(CFG)
+    feed(a, [0.1, 0.1, 0.1, 0.1])
+    b = AlertPolicy(CFG)
+    b.import_state("b1", a.export_state("b1"))
+    assert b.update("b1", "p1", 0.9, 2, 14 * S) == []  # a replay: neither seq nor time is newer
+    evs = b.update("b1", "p1", 0.8, 0, 100 * S) + b.update("b1", "p1", 0.8, 1, 102 * S)
+    assert [e.phase for e in evs] == ["start"] and evs[0].window_seq == 1
+    # state saved by a build that kept no end time: dedupe on seq alone, as that build did
+    old = a.export_state("b1")
+    del old["last_window_end_ns"]
+    c = AlertPolicy(CFG)
+    c.import_state("b1", old)
+    assert c.update("b1", "p1", 0.9, 3, 100 * S) == [] and c.update("b1", "p1", 0.9, 4, 102 * S) == []

@@ -196,3 +196,24 @@ def test_real_ptbxl_record_streamed_equals_the_offline_training_window(ptbxl_dir
     offline = load_window(path, CFG)
     # the wire carries int16 counts of 1 uV (PTB-XL's own resolution), decoded to float32
     np.testing.assert_allclose(wins[0].signal, offline, atol=2e-5)
+
+
+def test_a_restarted_seq_counter_resets_the_bed_instead_of_silencing_it() -> None:
+    """A monitor reboot: seq starts again at 0 while time goes on. The chunks are new, not
+    re-deliveries: the bed gets a new grid and windows keep coming."""
+    rec = record(24.0)
+    w = Windower(CFG)
+    first = stream(w, rec, range(24))  # 12 s
+    assert [x.seq for x in first] == [0, 1]
+    later = T0 + 30 * 10**9  # 30 s after the first stream began, counter back at 0
+    wins, resets = [], []
+    for s in range(24):
+        c = EcgChunk("bed-1", "p-1", s, later + int(s * N * 1e9 / FS), FS, LEADS8, rec[:, s * N:(s + 1) * N])
+        r = w.push(c)
+        assert not r.dropped
+        resets.append(r.reset)
+        wins += r.windows
+    assert resets[0] == "seq_restart" and w.counts["reset_seq_restart"] == 1
+    assert [x.seq for x in wins] == [0, 1] and wins[0].start_ns == later
+    # a genuinely old chunk (its samples lie before the buffer's end) is still out of order
+    assert w.push(chunk(rec, 3)).dropped == "out_of_order"
