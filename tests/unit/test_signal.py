@@ -183,3 +183,15 @@ def test_quality_is_quiet_on_clean_ptbxl_records(ptbxl_dir) -> None:
 def test_quality_rejects_bad_shapes() -> None:
     with pytest.raises(SignalError, match="shape"):
         quality_flags(np.zeros((8, 100)), 100.0)
+
+
+@pytest.mark.parametrize("fs_in", [500.0, 360.0, 257.0, 1000.0])
+def test_cached_filter_resampling_is_bit_identical_to_resample_poly(fs_in: float) -> None:
+    """The filter is designed once per ratio; the output must not change by a single bit."""
+    from scipy import signal as sps
+
+    from engine.signal.resample import rate_ratio, resample
+
+    x = np.random.default_rng(3).normal(0, 1, (12, int(fs_in * 10))) + np.linspace(0, 2, int(fs_in * 10))
+    up, down = rate_ratio(fs_in, 100.0)
+    np.testing.assert_array_equal(resample(x, fs_in, 100.0), sps.resample_poly(x, up, down, axis=-1, padtype="line"))
