@@ -24,7 +24,9 @@ log = logging.getLogger(__name__)
 
 BACKENDS: dict[str, str] = {
     "onnxruntime": "ONNX Runtime fp32 on the CPU (graph optimisation, intra-op threads)",
-    "onnxruntime-int8": "ONNX Runtime with int8 dynamic quantisation of MatMul/Gemm weights (CPU)",
+    "onnxruntime-int8": "ONNX Runtime with int8 dynamic quantisation of MatMul/Gemm weights (CPU; NOT batch-invariant)",
+    "onnxruntime-opt": "ONNX Runtime fp32 of the rewritten graph (conv stem as NCHWc 2-D convolutions; torch parity 1e-4) (CPU)",
+    "onnxruntime-int8-static": "ONNX Runtime static QDQ int8 of the rewritten graph (calibrated fixed scales: batch-invariant) (CPU)",
     "torch-compile": "torch.compile (Inductor) on the CPU",
     "torch-bf16": "PyTorch bf16 autocast on the CPU (fast only with AVX-512 BF16 / AMX)",
     "torch-cuda": "PyTorch eager on a CUDA GPU",
@@ -54,20 +56,37 @@ ORT_OPSET = 20
 TENSORRT_OPSET = 18
 
 
-def onnx_for(loaded: Any, *, onnx_path: str | Path | None = None, opset: int = TENSORRT_OPSET) -> Path:
-    """The checkpoint's ONNX export at ``opset``, exporting (with checks) on first use."""
+def onnx_for(loaded: Any, *, onnx_path: str | Path | None = None, opset: int = TENSORRT_OPSET, fast: bool = False) -> Path:
+    """The checkpoint's ONNX export at ``opset``, exporting (with checks) on first use.
+
+    With ``fast`` the module is first rewritten (``trt.rewrite.fast_export_module``: conv stem as
+    2-D convolutions) and the graph is checked against the *original* torch model (1e-4).
+    """
     if onnx_path is not None:
         path = Path(onnx_path)
         if not path.is_file():
             raise BackendUnavailableError(f"ONNX file {path} does not exist; run 'mirage export --out {path}'")
         return path
-    path = cache_dir() / f"mirage-{_key(loaded)}-op{opset}.onnx"
+    suffix = ""
+    if fast:
+        from trt.rewrite import REWRITE_VERSION
+
+        suffix = f"-fast{REWRITE_VERSION}"
+    path = cache_dir() / f"mirage-{_key(loaded)}-op{opset}{suffix}.onnx"
     if not path.is_file():
-        from trt.export import export_onnx
+        from trt.export import check_parity, export_onnx
 
         log.info("exporting the checkpoint to %s (first use)", path)
         tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        export_onnx(loaded.model, loaded.config, tmp, opset=opset)
+        if fast:
+            from trt.rewrite import fast_export_module
+
+            module, rewrites = fast_export_module(loaded.model)
+            log.info("export rewrites: %s", rewrites or "none")
+            export_onnx(module, loaded.config, tmp, opset=opset)
+            check_parity(loaded.model, tmp, cfg=loaded.config)  # the rewritten graph vs the original model
+        else:
+            export_onnx(loaded.model, loaded.config, tmp, opset=opset)
         tmp.replace(path)
     return path
 
@@ -80,6 +99,30 @@ def int8_for(loaded: Any, *, onnx_path: str | Path | None = None) -> Path:
     dst = src.with_name(src.stem + ".int8.onnx")
     if not dst.is_file() or dst.stat().st_mtime < src.stat().st_mtime:
         quantize_int8(src, dst)
+    return dst
+
+
+def int8_static_for(loaded: Any, *, onnx_path: str | Path | None = None, calibration: Any = None) -> Path:
+    """The static QDQ int8 copy of the checkpoint's rewritten ONNX export, calibrated on first use.
+
+    Args:
+        loaded: the loaded checkpoint.
+        onnx_path: quantise this fp32 ONNX file instead of the cached rewritten export.
+        calibration: model inputs to calibrate on (``ModelInputs``-like); default: every 4th
+            window of the shared PTB-XL sample (synthetic windows when it is absent).
+    """
+    from trt.ort_static import calibration_feeds, default_calibration, feeds_digest, quantize_int8_static
+
+    src = onnx_for(loaded, onnx_path=onnx_path, opset=ORT_OPSET, fast=True)
+    if calibration is None:
+        calibration, source = default_calibration(loaded.config)
+        log.info("static int8 calibration: %s", source)
+    feeds = calibration_feeds(calibration)
+    dst = src.with_name(f"{src.stem}.int8s-{feeds_digest(feeds)}.onnx")
+    if not dst.is_file() or dst.stat().st_mtime < src.stat().st_mtime:
+        tmp = dst.with_name(f"{dst.stem}.{os.getpid()}.tmp.onnx")
+        quantize_int8_static(src, tmp, feeds)
+        tmp.replace(dst)
     return dst
 
 
@@ -113,7 +156,7 @@ def create(backend: str, loaded_checkpoint: Any, **opts: Any):
         backend: one of :data:`BACKENDS`.
         loaded_checkpoint: ``engine.checkpoint.LoadedCheckpoint`` (model, config, sha256, ...).
         **opts: backend options: ``threads`` (CPU backends), ``onnx_path`` (ONNX Runtime,
-            TensorRT), ``plan_path``/``precision``/``min_batch``/``opt_batch``/``max_batch``/
+            TensorRT), ``calibration`` (``onnxruntime-int8-static``: model inputs to calibrate on), ``plan_path``/``precision``/``min_batch``/``opt_batch``/``max_batch``/
             ``timing_cache``/``cuda_graphs`` (TensorRT), ``device`` (torch backends).
 
     Raises:
@@ -123,17 +166,20 @@ def create(backend: str, loaded_checkpoint: Any, **opts: Any):
     opts = dict(opts)
     if backend not in BACKENDS:
         raise BackendError(f"unknown inference backend {backend!r}; choose 'torch' or one of {sorted(BACKENDS)}")
-    if backend in ("onnxruntime", "onnxruntime-int8"):
+    if backend.startswith("onnxruntime"):
         from trt.ort_backend import OrtPredictor
 
         onnx_path = opts.pop("onnx_path", None)
         threads = opts.pop("threads", None)
+        calibration = opts.pop("calibration", None) if backend == "onnxruntime-int8-static" else None
         if opts:
             raise BackendError(f"backend {backend!r} does not take options {sorted(opts)}")
-        if backend.endswith("int8"):
+        if backend == "onnxruntime-int8":
             path = int8_for(loaded_checkpoint, onnx_path=onnx_path)
+        elif backend == "onnxruntime-int8-static":
+            path = int8_static_for(loaded_checkpoint, onnx_path=onnx_path, calibration=calibration)
         else:
-            path = onnx_for(loaded_checkpoint, onnx_path=onnx_path, opset=ORT_OPSET)
+            path = onnx_for(loaded_checkpoint, onnx_path=onnx_path, opset=ORT_OPSET, fast=backend == "onnxruntime-opt")
         return OrtPredictor(path, loaded_checkpoint.config, name=backend, threads=threads)
     if backend == "tensorrt":
         return _create_tensorrt(loaded_checkpoint, opts)
