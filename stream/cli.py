@@ -55,14 +55,14 @@ def load_model(settings: Settings, predictor_spec: str = "") -> tuple[PredictorL
         return pred, info, lambda: make_predictor(settings.fallback_backend, fb_loaded)
 
     loaded = load_checkpoint(settings.checkpoint or None)
-    opts: dict[str, Any] = {"device": settings.device} if settings.device and settings.device != "cpu" else {}
+    opts = _backend_opts(settings, settings.backend)
     try:
         pred = make_predictor(settings.backend, loaded, **opts)
     except Exception as exc:
         if not settings.fallback_backend:
             raise
         log.warning("backend %r failed (%s); falling back to %r", settings.backend, exc, settings.fallback_backend)
-        pred = make_predictor(settings.fallback_backend, loaded, **opts)
+        pred = make_predictor(settings.fallback_backend, loaded, **_backend_opts(settings, settings.fallback_backend))
     thresholds = {k: float(v) for k, v in loaded.thresholds.items()}
     info = ModelInfo(f"mirage-{loaded.config.name}", model_version(loaded), str(loaded.sha256), float(loaded.threshold), thresholds)
     def build_fallback() -> PredictorLike:
@@ -70,6 +70,15 @@ def load_model(settings: Settings, predictor_spec: str = "") -> tuple[PredictorL
 
     use_fallback = bool(settings.fallback_backend) and settings.fallback_backend != settings.backend
     return pred, info, (build_fallback if use_fallback else None)
+
+
+def _backend_opts(settings: Settings, backend: str) -> dict[str, Any]:
+    """Options for ``make_predictor``: the device, and ``Settings.threads`` for CPU backends
+    (several workers on one host, Kafka scale-out, must not each start a thread per core)."""
+    opts: dict[str, Any] = {"device": settings.device} if settings.device and settings.device != "cpu" else {}
+    if settings.threads and backend != "tensorrt":
+        opts["threads"] = int(settings.threads)
+    return opts
 
 
 def add_connection_args(p: argparse.ArgumentParser) -> None:

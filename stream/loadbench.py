@@ -2,8 +2,10 @@
 
 N simulated bedside monitors publish 12-lead ECG chunks **in real time** (one ``chunk_s`` chunk
 per bed every ``chunk_s`` wall seconds, 500 Hz, the wire format of :mod:`stream.schema`) into the
-broker; one real ``mirage worker`` (the recording subclass of :mod:`stream.validate`, which writes
-one line per scored window) consumes them. Over a steady period (after ``warmup_s``) we measure:
+broker; ``--workers`` real ``mirage worker`` processes in one consumer group (the recording
+subclass of :mod:`stream.validate`, which writes one line per scored window) consume them. Over a
+steady period (after ``warmup_s``, which must cover every bed's first window: ``window_s`` plus a
+hop or two) we measure:
 
 * **windows/s** scored (expected: beds / hop_s when the worker keeps up);
 * **end-to-end latency** per window, p50/p99: from the wall time of the window's last sample
@@ -14,11 +16,13 @@ one line per scored window) consumes them. Over a steady period (after ``warmup_
 * **consumer lag**: chunks published minus chunks the worker consumed (sampled every second;
   Tansu's end offsets are unreliable, so lag is counted, not queried), and the worker's own
   broker-timestamp-to-agent delay;
-* **CPU and memory** of the worker process (psutil; 100 % = one core) and of the load generator.
+* **CPU and memory** of the workers (psutil, summed; 100 % = one core), of the load generator and
+  of the embedded broker.
 
-``--find-max`` runs trials with the same worker (each trial's beds are discharged at its end),
-doubling N while p99 stays under ``--p99-bound-ms``, then bisecting, and reports the largest N
-that met the bound. Signals come from a small pool of synthetic beds generated once
+Each trial of the embedded mode starts on fresh services and workers (:func:`run_bench_fresh`:
+Tansu's CPU grows with everything it holds); with ``--bootstrap`` the trials share the cluster and
+the workers. ``--find-max`` doubles N while p99 stays under ``--p99-bound-ms``, then bisects, and
+reports the largest N that met the bound. Signals come from a small pool of synthetic beds generated once
 (:mod:`simulators`), looped with per-bed offsets: generating 200 patients' ECG live would cost
 more CPU than the worker being measured.
 """
@@ -27,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import json
 import logging
@@ -39,7 +44,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 import numpy as np
 
@@ -69,6 +74,8 @@ class TrialResult:
     generator_cpu_percent: float
     chunks_sent: int
     load_avg_1m: float = 0.0  # of the whole machine at the end of the trial (other tenants' load shows here)
+    workers: int = 1  # worker processes (one consumer group); CPU and RSS above are their sum
+    broker_cpu_percent: float | None = None  # the embedded broker's CPU (None with --bootstrap: not on this host)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def ok(self, bound_ms: float) -> bool:
@@ -200,7 +207,7 @@ class BenchOptions:
 
     beds: int = 50
     duration_s: float = 60.0
-    warmup_s: float = 15.0
+    warmup_s: float = 20.0  # past every bed's first window (10 s) and the burst it causes
     chunk_s: float = 0.5
     backend: str = "torch"
     checkpoint: str | None = None
@@ -210,24 +217,55 @@ class BenchOptions:
     profile: Path | None = None
     drain_s: float = 60.0
     synchronized: bool = False
+    workers: int = 1  # worker processes in one consumer group (Kafka scale-out on this host)
 
 
 class LoadBench:
-    """One worker, one gateway, several trials."""
+    """``opts.workers`` workers in one consumer group, one gateway, several trials."""
 
-    def __init__(self, settings: Settings, opts: BenchOptions, workdir: Path) -> None:
+    def __init__(self, settings: Settings, opts: BenchOptions, workdir: Path, broker_pid: int | None = None) -> None:
         from stream.validate import RecordingWorkerProcess
 
+        self.broker_pid = broker_pid
+        if opts.workers < 1:
+            raise ValueError(f"workers={opts.workers} must be >= 1")
         self.settings, self.opts = settings, opts
-        self.worker = RecordingWorkerProcess(settings, workdir / "worker")
+        self.workers = [RecordingWorkerProcess(settings, workdir / f"worker{i}") for i in range(opts.workers)]
         self.pool = SignalPool()
         self.trial_no = 0
 
+    @property
+    def worker(self) -> Any:
+        """The first worker (the one profiled)."""
+        return self.workers[0]
+
     async def start(self) -> None:
-        await self.worker.wait_ready(180.0)
+        for w in self.workers:
+            await w.wait_ready(180.0)
+        if len(self.workers) > 1:
+            # Measure only once the group has settled: every worker owns chunk partitions.
+            deadline = time.monotonic() + 120.0
+            while sum(1 for w in self.workers if w.read().get("partitions")) < len(self.workers):
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"consumer group did not give every worker partitions: "
+                                       f"{[w.read().get('partitions') for w in self.workers]}")
+                await asyncio.sleep(0.5)
 
     def stop(self) -> int:
-        return self.worker.stop()
+        codes = [w.stop() for w in self.workers]
+        return next((c for c in codes if c not in (0, -15)), codes[0])
+
+    def consumed(self) -> int:
+        """Chunks consumed by all workers so far."""
+        return sum(int(w.read().get("chunks") or 0) for w in self.workers)
+
+    def windows(self) -> list[dict[str, Any]]:
+        """Every scored window of every worker (a window scored twice after a rebalance: last wins)."""
+        out: dict[tuple[str, int], dict[str, Any]] = {}
+        for w in self.workers:
+            for d in w.windows():
+                out[(d["bed"], int(d["seq"]))] = d
+        return list(out.values())
 
     async def trial(self, beds: int, duration_s: float) -> TrialResult:
         """Run ``beds`` beds for ``duration_s`` and measure the steady period."""
@@ -242,17 +280,19 @@ class LoadBench:
         cfg = load_checkpoint(self.settings.checkpoint or None).config if not hasattr(self, "cfg") else self.cfg
         self.cfg = cfg
         win, hop = Windower(cfg, hop_s=self.settings.hop_s).window_samples(self.pool.fs)
-        proc = psutil.Process(self.worker.proc.pid)
+        procs = [psutil.Process(w.proc.pid) for w in self.workers]
         me = psutil.Process()
-        proc.cpu_percent(None)
-        me.cpu_percent(None)
+        broker = psutil.Process(self.broker_pid) if self.broker_pid else None
+        for proc in [*procs, me, *([broker] if broker else [])]:
+            proc.cpu_percent(None)
+        broker_cpu: list[tuple[float, float]] = []
         producer = AIOKafkaProducer(**self.settings.kafka_client_kwargs(), acks="all", linger_ms=5,
                                     max_request_size=self.settings.max_message_bytes, enable_idempotence=False)
         await producer.start()
         sent = [0]
-        consumed0 = int(self.worker.read().get("chunks") or 0)
+        consumed0 = self.consumed()
         t0_ns, t0_mono = time.time_ns(), time.monotonic()
-        samples_cpu: list[tuple[float, float, float, float]] = []  # (t, worker cpu, rss MB, generator cpu)
+        samples_cpu: list[tuple[float, float, float, float]] = []  # (t, workers' cpu, rss MB, generator cpu)
         lags: list[int] = []
         phases = bed_phases(beds, cfg.hop_s if not self.settings.hop_s else self.settings.hop_s, self.opts.chunk_s, self.opts.synchronized)
         gw = asyncio.create_task(_gateway(self.pool, self.settings, prefix, phases, duration_s, self.opts.chunk_s, producer,
@@ -262,13 +302,16 @@ class LoadBench:
         while not gw.done():
             await asyncio.sleep(1.0)
             t = time.monotonic() - t_start
-            samples_cpu.append((t, proc.cpu_percent(None), proc.memory_info().rss / 2**20, me.cpu_percent(None)))
-            lags.append(sent[0] - (int(self.worker.read().get("chunks") or 0) - consumed0))
+            samples_cpu.append((t, sum(p.cpu_percent(None) for p in procs), sum(p.memory_info().rss for p in procs) / 2**20,
+                                me.cpu_percent(None)))
+            lags.append(sent[0] - (self.consumed() - consumed0))
+            if broker is not None:
+                broker_cpu.append((t, broker.cpu_percent(None)))
         await gw
         await producer.stop()
         # Drain: wait until the worker consumed everything sent (bounded).
         deadline = time.monotonic() + self.opts.drain_s
-        while time.monotonic() < deadline and int(self.worker.read().get("chunks") or 0) - consumed0 < sent[0]:
+        while time.monotonic() < deadline and self.consumed() - consumed0 < sent[0]:
             await asyncio.sleep(0.25)
         await asyncio.sleep(1.5)  # the last batch's records
         drained_ns = time.time_ns()
@@ -279,11 +322,13 @@ class LoadBench:
         t_from = t0_ns + int(self.opts.warmup_s * 1e9)
         t_to = t0_ns + int(duration_s * 1e9)
         bed_ids = set(expected)
-        lat, unscored = steady_latencies(self.worker.windows(), t_from, t_to, bed_ids, expected, drained_ns)
+        lat, unscored = steady_latencies(self.windows(), t_from, t_to, bed_ids, expected, drained_ns)
         steady_s = max(1e-9, duration_s - self.opts.warmup_s)
         scored = len(lat) - unscored
         steady_cpu = [s for s in samples_cpu if s[0] >= self.opts.warmup_s] or samples_cpu
-        stats = self.worker.read()
+        all_stats = [w.read() for w in self.workers]
+        stats = {k: max((st.get(k) for st in all_stats if st.get(k) is not None), default=None)
+                 for k in ("p50_latency_ms", "p99_latency_ms", "p50_consume_lag_ms", "p99_consume_lag_ms")}
         res = TrialResult(
             beds=beds, duration_s=duration_s, steady_s=steady_s, windows=scored, windows_per_s=round(scored / steady_s, 2),
             expected_windows_per_s=round(sum(t_from <= e < t_to for ends in expected.values() for e in ends) / steady_s, 2),
@@ -295,7 +340,9 @@ class LoadBench:
             generator_cpu_percent=round(float(np.mean([s[3] for s in steady_cpu])) if steady_cpu else 0.0, 1),
             chunks_sent=sent[0],
             load_avg_1m=round(os.getloadavg()[0], 2),
-            extra={k: stats.get(k) for k in ("p50_latency_ms", "p99_latency_ms", "p50_consume_lag_ms", "p99_consume_lag_ms")})
+            workers=len(self.workers), extra=stats,
+            broker_cpu_percent=round(float(np.mean([c for t, c in broker_cpu if t >= self.opts.warmup_s] or [c for _, c in broker_cpu])), 1)
+            if broker_cpu else None)
         log.info("trial %d: %s", self.trial_no, json.dumps(dataclasses.asdict(res)))
         return res
 
@@ -365,42 +412,42 @@ def _r(v: float | None) -> float | None:
     return None if v is None else round(v, 1)
 
 
-async def run_bench(settings: Settings, opts: BenchOptions, workdir: Path, say: Any = print) -> dict[str, Any]:
-    """One trial at ``opts.beds``, or the ``--find-max`` search; returns the summary (JSON line)."""
-    bench = LoadBench(settings, opts, workdir)
+async def search(trial: Callable[[int], Awaitable[TrialResult]], opts: BenchOptions, say: Any = print) -> list[TrialResult]:
+    """One trial at ``opts.beds``, or the ``--find-max`` search (double while OK, then bisect to ~10 %)."""
     trials: list[TrialResult] = []
-    try:
-        await bench.start()
-        if not opts.find_max:
-            trials.append(await bench.trial(opts.beds, opts.duration_s))
-            say(_line(trials[-1], opts.p99_bound_ms))
+
+    async def run(n: int) -> bool:
+        trials.append(await trial(n))
+        say(_line(trials[-1], opts.p99_bound_ms))
+        return trials[-1].ok(opts.p99_bound_ms)
+
+    if not opts.find_max:
+        await run(opts.beds)
+        return trials
+    good, bad, n = 0, 0, max(1, opts.beds)
+    while n <= opts.max_beds:  # double while the bound holds
+        if await run(n):
+            good, n = n, n * 2
         else:
-            good, bad, n = 0, 0, max(1, opts.beds)
-            while n <= opts.max_beds:  # double while the bound holds
-                trials.append(await bench.trial(n, opts.duration_s))
-                say(_line(trials[-1], opts.p99_bound_ms))
-                if trials[-1].ok(opts.p99_bound_ms):
-                    good, n = n, n * 2
-                else:
-                    bad = n
-                    break
-            while bad and bad - good > max(2, good // 10):  # bisect to ~10 %
-                n = (good + bad) // 2
-                trials.append(await bench.trial(n, opts.duration_s))
-                say(_line(trials[-1], opts.p99_bound_ms))
-                if trials[-1].ok(opts.p99_bound_ms):
-                    good = n
-                else:
-                    bad = n
-    finally:
-        code = await asyncio.to_thread(bench.stop)
+            bad = n
+            break
+    while bad and bad - good > max(2, good // 10):  # bisect to ~10 %
+        n = (good + bad) // 2
+        if await run(n):
+            good = n
+        else:
+            bad = n
+    return trials
+
+
+def summarize(trials: list[TrialResult], settings: Settings, opts: BenchOptions, code: int | None, hop_s: float | None) -> dict[str, Any]:
+    """The JSON line: the best trial within the bound (else the last) plus every trial."""
     headline = max((t for t in trials if t.ok(opts.p99_bound_ms)), key=lambda t: t.beds, default=trials[-1] if trials else None)
     out: dict[str, Any] = dataclasses.asdict(headline) if headline else {}
     out.pop("extra", None)
-    cfg = getattr(bench, "cfg", None)
-    out.update({"backend": settings.backend, "hop_s": settings.hop_s or (cfg.hop_s if cfg is not None else None),
+    out.update({"backend": settings.backend, "hop_s": settings.hop_s or hop_s,
                 "p99_bound_ms": opts.p99_bound_ms, "worker_exit": code, "cpu_count": os.cpu_count(),
-                "synchronized": opts.synchronized,
+                "synchronized": opts.synchronized, "workers": opts.workers, "threads": settings.threads,
                 "trials": [{k: v for k, v in dataclasses.asdict(t).items() if k != "extra"} for t in trials]})
     if opts.find_max:
         ok = [t.beds for t in trials if t.ok(opts.p99_bound_ms)]
@@ -408,6 +455,59 @@ async def run_bench(settings: Settings, opts: BenchOptions, workdir: Path, say: 
         if opts.p99_bound_ms == 1000.0:
             out["max_beds_p99_under_1s"] = out["max_beds_p99_under_bound"]
     return out
+
+
+async def run_bench(settings: Settings, opts: BenchOptions, workdir: Path, say: Any = print,
+                    broker_pid: int | None = None) -> dict[str, Any]:
+    """Every trial against the same running services and workers (``--bootstrap``, tests)."""
+    bench = LoadBench(settings, opts, workdir, broker_pid=broker_pid)
+    trials: list[TrialResult] = []
+    code: int | None = None
+    try:
+        await bench.start()
+        trials = await search(lambda n: bench.trial(n, opts.duration_s), opts, say)
+    finally:
+        code = await asyncio.to_thread(bench.stop)
+    cfg = getattr(bench, "cfg", None)
+    return summarize(trials, settings, opts, code, cfg.hop_s if cfg is not None else None)
+
+
+async def run_bench_fresh(opts: BenchOptions, workdir: Path, settings_kw: dict[str, Any], say: Any = print) -> dict[str, Any]:
+    """Each trial on freshly started embedded services and workers.
+
+    Tansu keeps every message in memory and its CPU grows with what it holds (measured: from 19 %
+    to 37 % of a core within one 40 s trial at 200 beds), so a search that reused one broker would
+    measure the broker's history, not the load level. A real Kafka cluster's
+    retention does not have this; with ``--bootstrap`` trials share the cluster.
+    """
+    from deploy.services import EmbeddedServices
+
+    codes: list[int] = []
+    last: dict[str, Any] = {}
+
+    async def trial(n: int) -> TrialResult:
+        k = len(codes) + 1
+        # Started in a thread: creating the topics runs its own event loop.
+        svc = await asyncio.to_thread(EmbeddedServices(workdir=workdir / f"services{k}").start)
+        try:
+            settings = Settings.load(env={}, bootstrap_servers=svc.bootstrap, redis_url=svc.redis_url,
+                                     consumer_group=f"mirage-loadbench-{uuid.uuid4().hex[:8]}", **settings_kw)
+            bench = LoadBench(settings, opts, workdir / f"trial{k}", broker_pid=svc.broker.pid if svc.broker else None)
+            try:
+                await bench.start()
+                res = await bench.trial(n, opts.duration_s)
+            finally:
+                codes.append(await asyncio.to_thread(bench.stop))
+            last.update(settings=settings, cfg=getattr(bench, "cfg", None))
+            return res
+        finally:
+            await asyncio.to_thread(svc.stop)
+
+    trials = await search(trial, opts, say)
+    code = next((c for c in codes if c not in (0, -15)), codes[0] if codes else None)
+    cfg = last.get("cfg")
+    settings = last.get("settings") or Settings.load(env={}, **settings_kw)
+    return summarize(trials, settings, opts, code, cfg.hop_s if cfg is not None else None)
 
 
 def plot_trials(series: dict[str, list[dict[str, Any]]], bound_ms: float, path: Path, title: str = "") -> Path:
@@ -442,9 +542,10 @@ def plot_trials(series: dict[str, list[dict[str, Any]]], bound_ms: float, path: 
 
 
 def _line(t: TrialResult, bound: float) -> str:
-    return (f"beds {t.beds:4d}: {t.windows_per_s:7.2f} windows/s (expected {t.expected_windows_per_s:.2f}), latency p50 "
+    return (f"beds {t.beds:4d} ({t.workers} worker{'s' if t.workers > 1 else ''}): {t.windows_per_s:7.2f} windows/s (expected {t.expected_windows_per_s:.2f}), latency p50 "
             f"{t.p50_latency_ms} ms p99 {t.p99_latency_ms} ms, unscored {t.unscored_windows}, lag max {t.max_lag_chunks} chunks, "
             f"worker CPU {t.worker_cpu_percent}% RSS {t.worker_rss_mb} MB, generator CPU {t.generator_cpu_percent}%, "
+            f"broker CPU {t.broker_cpu_percent}%, "
             f"load avg {t.load_avg_1m} "
             f"-> {'OK' if t.ok(bound) else 'over bound / behind'}")
 
@@ -460,12 +561,23 @@ def bench_main(argv: list[str]) -> int:
                "Without --bootstrap an embedded broker and Redis are started. See docs/BENCHMARKS.md.")
     p.add_argument("--beds", type=int, default=50, help="beds (with --find-max: the first level tried; default 50)")
     p.add_argument("--duration", type=float, default=60.0, help="seconds of real time per trial (default 60)")
-    p.add_argument("--warmup", type=float, default=15.0, help="seconds at the start of a trial not measured (default 15)")
+    p.add_argument("--warmup", type=float, default=20.0,
+                   help="seconds at the start of a trial not measured (default 20: every bed's first window completes "
+                        "10-12 s in, all beds at once, a start-up burst that is not the steady state)")
     p.add_argument("--find-max", action="store_true", help="search the largest number of beds with p99 under --p99-bound-ms")
     p.add_argument("--p99-bound-ms", type=float, default=1000.0, help="latency bound for --find-max (default 1000)")
     p.add_argument("--max-beds", type=int, default=800, help="upper limit of the --find-max search (default 800)")
     p.add_argument("--backend", default="torch", help="inference backend of the worker (default torch)")
     p.add_argument("--checkpoint", help="checkpoint (default: the shipped one)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="worker processes in one consumer group (Kafka scale-out on this host; the chunk partitions, "
+                        "and with them the beds, are split between them; CPU and RSS are reported summed). Default 1")
+    p.add_argument("--threads", type=int, default=0,
+                   help="intra-op threads of each worker's model backend (default: the backend's own, all cores, with one "
+                        "worker; cores / workers with several)")
+    p.add_argument("--fetch-max-wait-ms", type=int, default=0,
+                   help="the workers' Kafka fetch_max_wait_ms (default: the settings' 20). Tansu, the embedded broker, "
+                        "always waits this long per fetch and its fetch cost grows with what it holds: see docs/BENCHMARKS.md")
     p.add_argument("--max-batch", type=int, default=0, help="worker micro-batch size (default: the settings' 64; with --stages the batch measured, default 16)")
     p.add_argument("--profile", help="write a py-spy profile of the worker over the steady period (.svg flamegraph, .json speedscope, .txt collapsed)")
     p.add_argument("--synchronized", action="store_true",
@@ -473,6 +585,8 @@ def bench_main(argv: list[str]) -> int:
                         "default: bed starts spread evenly over one hop, as unsynchronised monitors are")
     p.add_argument("--bootstrap", help="use this Kafka cluster (with --redis-url) instead of embedded services")
     p.add_argument("--redis-url", help="Redis URL with --bootstrap")
+    p.add_argument("--workdir", help="keep each trial's worker logs, stats and per-window records (windows.jsonl) here "
+                                     "instead of a temporary directory")
     p.add_argument("--plot", help="write a PNG of latency p50/p99 and worker CPU against beds (one point per trial)")
     p.add_argument("--stages", action="store_true",
                    help="only measure the CPU ms per window of each worker stage in this process (no broker), then exit")
@@ -482,27 +596,30 @@ def bench_main(argv: list[str]) -> int:
         return 0
     if args.beds < 1 or args.duration <= args.warmup or args.warmup < 0:
         p.error(f"--beds {args.beds} must be >= 1 and --duration {args.duration} > --warmup {args.warmup} >= 0")
+    if args.workers < 1 or args.threads < 0:
+        p.error(f"--workers {args.workers} must be >= 1 and --threads {args.threads} >= 0")
     if bool(args.bootstrap) != bool(args.redis_url):
         p.error("--bootstrap and --redis-url go together")
     opts = BenchOptions(beds=args.beds, duration_s=args.duration, warmup_s=args.warmup, backend=args.backend,
                         checkpoint=args.checkpoint, find_max=args.find_max, p99_bound_ms=args.p99_bound_ms,
-                        max_beds=args.max_beds, synchronized=args.synchronized, profile=Path(args.profile).resolve() if args.profile else None)
+                        max_beds=args.max_beds, synchronized=args.synchronized, workers=args.workers, profile=Path(args.profile).resolve() if args.profile else None)
     extra: dict[str, Any] = {"backend": args.backend, "checkpoint": args.checkpoint or ""}
     if args.max_batch:
         extra["max_batch"] = args.max_batch
+    if args.fetch_max_wait_ms:
+        extra["fetch_max_wait_ms"] = args.fetch_max_wait_ms
+    threads = args.threads or (max(1, (os.cpu_count() or 1) // args.workers) if args.workers > 1 else 0)
+    if threads:
+        extra["threads"] = threads
     try:
-        with tempfile.TemporaryDirectory(prefix="mirage-loadbench-") as tmp:
+        with (contextlib.nullcontext(str(Path(args.workdir).resolve())) if args.workdir
+              else tempfile.TemporaryDirectory(prefix="mirage-loadbench-")) as tmp:
             if args.bootstrap:
                 settings = Settings.load(bootstrap_servers=args.bootstrap, redis_url=args.redis_url,
                                          consumer_group=f"mirage-loadbench-{uuid.uuid4().hex[:8]}", **extra)
                 out = asyncio.run(run_bench(settings, opts, Path(tmp)))
             else:
-                from deploy.services import EmbeddedServices
-
-                with EmbeddedServices(workdir=Path(tmp) / "services") as svc:
-                    settings = Settings.load(env={}, bootstrap_servers=svc.bootstrap, redis_url=svc.redis_url,
-                                             consumer_group=f"mirage-loadbench-{uuid.uuid4().hex[:8]}", **extra)
-                    out = asyncio.run(run_bench(settings, opts, Path(tmp)))
+                out = asyncio.run(run_bench_fresh(opts, Path(tmp), extra))
     except (RuntimeError, OSError) as exc:
         print(f"mirage bench load failed: {exc}", file=sys.stderr)
         return 1

@@ -55,6 +55,7 @@ class Settings:
     backend: str = "torch"  # torch | onnxruntime | onnxruntime-int8 | tensorrt | torch-compile
     fallback_backend: str = ""  # used if the primary backend fails (e.g. GPU lost)
     device: str = "cpu"
+    threads: int = 0  # intra-op CPU threads of the model backend (0 = the backend's default: all cores)
     max_batch: int = 64
     max_wait_ms: int = 50
     hop_s: float = 0.0  # 0 = the checkpoint's hop
@@ -86,6 +87,8 @@ class Settings:
         mech = str(self.sasl_mechanism).strip().upper()
         if mech not in SASL_MECHANISMS:
             raise SettingsError(f"sasl_mechanism={self.sasl_mechanism!r} is not one of {', '.join(SASL_MECHANISMS)}")
+        if int(self.threads) < 0:
+            raise SettingsError(f"threads={self.threads!r} must be >= 0 (0 = the backend's default)")
         object.__setattr__(self, "security_protocol", proto)
         object.__setattr__(self, "sasl_mechanism", mech)
 

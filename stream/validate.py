@@ -78,6 +78,7 @@ def _recording_worker_class() -> type:
                 cache.read_batch = read_and_remember  # type: ignore[method-assign]
 
         async def handle_chunk_events(self, events: list[Any]) -> Any:
+            began_ns = time.time_ns()
             result = await super().handle_chunk_events(events)
             done_ns = time.time_ns()
             lines = []
@@ -88,6 +89,8 @@ def _recording_worker_class() -> type:
                     "bed": w.bed_id, "seq": w.seq, "start_ns": w.start_ns, "end_ns": w.end_ns, "p": sc.probability,
                     "flags": list(w.flags), "sha": signal_digest(w.signal), "done_ns": done_ns,
                     "lat_ms": sc.latency_s(done_ns) * 1000.0,
+                    # where the latency went: waiting for this call (consume), then the call itself
+                    "began_ns": began_ns, "events": len(events), "batch": len(result.scored),
                     "labs": None if labs is None else [float(v) for v in labs.values],
                     "mask": None if labs is None else [float(v) for v in labs.mask]}))
             self._labs_seen.clear()  # every lab read of this call belongs to a window scored in it

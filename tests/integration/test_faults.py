@@ -33,6 +33,7 @@ from engine.config import PRESETS
 from engine.labs import LAB_FEATURES
 from stream.schema import Alert, EcgChunk, LabResult, encode_chunk
 from stream.settings import Settings
+from topic_reader import collect
 
 pytestmark = [pytest.mark.integration]
 
@@ -89,22 +90,6 @@ async def send_chunks(prod: Any, s: Settings, beds: dict[str, np.ndarray], seqs:
         for bed, rec in beds.items():
             await prod.send(s.topic_chunks, chunk_bytes(bed, rec, seq, t0), key=bed.encode())
     await prod.flush()
-
-
-async def collect(s: Settings, topic: str, until: Callable[[list], bool], timeout_s: float) -> list:
-    from stream.kafka import consumer
-
-    c = consumer(s, topic, group_id=None, auto_offset_reset="earliest")
-    await c.start()
-    got: list = []
-    deadline = time.monotonic() + timeout_s
-    try:
-        while time.monotonic() < deadline and not until(got):
-            for recs in (await c.getmany(timeout_ms=200)).values():
-                got.extend(recs)
-    finally:
-        await c.stop()
-    return got
 
 
 def mi_alerts(records: list) -> list[Alert]:

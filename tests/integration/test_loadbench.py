@@ -16,22 +16,26 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_a_short_load_trial_measures_every_window(services, unique, tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_short_load_trial_measures_every_window(services, unique, tmp_path: Path, workers: int) -> None:
+    """With two workers the group splits the two chunk partitions; every window is still measured once."""
     import asyncio
 
     from deploy.services import create_topics
 
     s = Settings(bootstrap_servers=services.bootstrap, redis_url=services.redis_url, topic_chunks=f"lchunks-{unique}",
                  topic_labs=f"llabs-{unique}", topic_alerts=f"lalerts-{unique}", topic_deadletter=f"ldl-{unique}",
-                 consumer_group=f"lg-{unique}")
+                 consumer_group=f"lg-{unique}", threads=1 if workers > 1 else 0)
     create_topics(services.bootstrap, {s.topic_chunks: 2, s.topic_labs: 1, s.topic_alerts: 1, s.topic_deadletter: 1})
     lines: list[str] = []
-    out = asyncio.run(run_bench(s, BenchOptions(beds=4, duration_s=16.0, warmup_s=11.0, drain_s=20.0), tmp_path, say=lines.append))
+    opts = BenchOptions(beds=4, duration_s=16.0, warmup_s=11.0, drain_s=20.0, workers=workers)
+    out = asyncio.run(run_bench(s, opts, tmp_path, say=lines.append, broker_pid=services.broker.pid))
+    assert out["workers"] == workers and out["trials"][0]["workers"] == workers
     # 4 beds, windows ending in [11, 16) s of each bed's phase-shifted clock: 12 and 14 s (+ 16 s for late phases)
     assert out["beds"] == 4 and out["unscored_windows"] == 0
     assert out["windows"] >= 8 and out["windows_per_s"] == pytest.approx(out["expected_windows_per_s"])
     assert 0 < out["p50_latency_ms"] <= out["p99_latency_ms"] < 10_000
-    assert out["worker_cpu_percent"] > 0 and out["worker_rss_mb"] > 50
+    assert out["worker_cpu_percent"] > 0 and out["worker_rss_mb"] > 50 and out["broker_cpu_percent"] is not None
     assert out["chunks_sent"] == 4 * (32 + 1)  # 0.5 s chunks for 16 s + end of stream
     assert out["worker_exit"] in (0, -15) and len(out["trials"]) == 1 and len(lines) == 1
 
@@ -42,3 +46,6 @@ def test_bench_load_help_and_bad_arguments() -> None:
     bad = subprocess.run([sys.executable, "-m", "mirage", "bench", "load", "--duration", "5", "--warmup", "10"],
                          capture_output=True, text=True, cwd=REPO, timeout=60)
     assert bad.returncode == 2 and "--duration" in bad.stderr
+    bad = subprocess.run([sys.executable, "-m", "mirage", "bench", "load", "--workers", "0"],
+                         capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert bad.returncode == 2 and "--workers 0" in bad.stderr

@@ -22,6 +22,7 @@ from engine.labs import LAB_FEATURES
 from stream.processor import ModelInfo
 from stream.schema import Alert, EcgChunk, LabResult, encode_chunk
 from stream.settings import Settings
+from topic_reader import collect
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -81,22 +82,6 @@ def stream_settings(services, unique) -> Settings:
     return s
 
 
-async def _collect(settings: Settings, topic: str, until, timeout_s: float) -> list:
-    from stream.kafka import consumer
-
-    c = consumer(settings, topic, group_id=None, auto_offset_reset="earliest")
-    await c.start()
-    got: list = []
-    deadline = time.monotonic() + timeout_s
-    try:
-        while time.monotonic() < deadline and not until(got):
-            for records in (await c.getmany(timeout_ms=200)).values():
-                got.extend(records)
-    finally:
-        await c.stop()
-    return got
-
-
 async def test_worker_end_to_end(stream_settings: Settings, tmp_path: Path) -> None:
     import redis.asyncio as aioredis
     from aiokafka import AIOKafkaProducer
@@ -139,7 +124,7 @@ async def test_worker_end_to_end(stream_settings: Settings, tmp_path: Path) -> N
             beds = {a.bed_id for a in alerts_ if a.phase == "start" and a.alert_type == "mi"}
             return {"bed-hi", "bed-lab"} <= beds
 
-        got = await _collect(s, s.topic_alerts, both_started, 60)
+        got = await collect(s, s.topic_alerts, both_started, 60)
         alerts = [Alert.from_bytes(x.value) for x in got]
         starts = {a.bed_id: a for a in alerts if a.phase == "start" and a.alert_type == "mi"}
         assert set(starts) == {"bed-hi", "bed-lab"}, [(a.bed_id, a.phase) for a in alerts]
@@ -161,7 +146,7 @@ async def test_worker_end_to_end(stream_settings: Settings, tmp_path: Path) -> N
             assert png is not None and png[:8] == b"\x89PNG\r\n\x1a\n"
             assert 0 < await r.ttl(f"mirage:snapshot:{hi.alert_id}") <= 24 * 3600
 
-        dls = await _collect(s, s.topic_deadletter, lambda x: len(x) >= 2, 30)
+        dls = await collect(s, s.topic_deadletter, lambda x: len(x) >= 2, 30)
         assert len(dls) == 2 and dls[0].value == b"NOT AN ECG CHUNK" and dls[0].key == b"bed-hi"
         assert dict(dls[1].headers)["mirage-reason"] == b"unsupported_rate" and dls[1].key == b"bed-x"
         headers = dict(dls[0].headers)
@@ -245,7 +230,7 @@ async def test_restart_rescores_every_window_not_yet_scored(stream_settings: Set
     # chunks 0-5 (consumed by windows 0-2) were committed, chunks 6-14 were not: the successor
     # re-read exactly chunks 6-19 (+ the end-of-stream chunk)
     assert b["chunks"] == 15 and b["scored_seqs"]["bed-r"][0] == 3
-    got = await _collect(s, s.topic_alerts, lambda xs: any(Alert.from_bytes(x.value).phase == "end" and Alert.from_bytes(x.value).alert_type == "mi" for x in xs), 30)
+    got = await collect(s, s.topic_alerts, lambda xs: any(Alert.from_bytes(x.value).phase == "end" and Alert.from_bytes(x.value).alert_type == "mi" for x in xs), 30)
     events = [(a.phase, a.alert_id) for a in map(Alert.from_bytes, (x.value for x in got)) if a.alert_type == "mi"]
     assert [p for p, _ in events] == ["start", "end"] and events[0][1] == events[1][1]
 
@@ -281,7 +266,7 @@ async def test_worker_serves_a_real_checkpoint(stream_settings: Settings, tmp_pa
                 await prod.send(s.topic_chunks, chunk_bytes(bed, rec, seq, t0), key=bed.encode())
         await prod.flush()
         # Wait for a start on each bed: other MI events (an escalation update) may come first for one bed.
-        got = await _collect(s, s.topic_alerts, lambda xs: len({a.bed_id for a in map(lambda x: Alert.from_bytes(x.value), xs)
+        got = await collect(s, s.topic_alerts, lambda xs: len({a.bed_id for a in map(lambda x: Alert.from_bytes(x.value), xs)
                                                                  if a.alert_type == "mi" and a.phase == "start"}) >= 2, 60)
     finally:
         await prod.stop()

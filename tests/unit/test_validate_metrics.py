@@ -132,3 +132,34 @@ def test_load_bench_latency_counts_unscored_windows_as_waiting() -> None:
     lat, unscored = steady_latencies(recs, T0, T0 + 30 * S, {"b-0000"}, {"b-0000": ends}, drained_ns=ends[-1] + 3 * S)
     assert unscored == 1 and sorted(lat) == [100.0] * 5 + [3000.0]
     assert percentile(lat, 0.5) == 100.0 and percentile(lat, 0.99) == 3000.0 and percentile([], 0.5) is None
+
+
+def test_find_max_search_doubles_then_bisects_to_ten_percent() -> None:
+    """The search logic of ``mirage bench load --find-max`` against a system that holds up to 230 beds."""
+    import asyncio
+
+    from stream.loadbench import BenchOptions, TrialResult, search, summarize
+    from stream.settings import Settings
+
+    def result(n: int) -> TrialResult:
+        p99 = 500.0 if n <= 230 else 2500.0
+        return TrialResult(beds=n, duration_s=40, steady_s=30, windows=n * 15, windows_per_s=n / 2, expected_windows_per_s=n / 2,
+                           p50_latency_ms=p99 / 3, p99_latency_ms=p99, max_latency_ms=p99, unscored_windows=0, max_lag_chunks=0,
+                           worker_consume_lag_p99_ms=None, worker_cpu_percent=50.0, worker_rss_mb=500.0,
+                           generator_cpu_percent=10.0, chunks_sent=0, workers=2)
+
+    tried: list[int] = []
+
+    async def trial(n: int) -> TrialResult:
+        tried.append(n)
+        return result(n)
+
+    opts = BenchOptions(beds=50, find_max=True, workers=2)
+    trials = asyncio.run(search(trial, opts, say=lambda _: None))
+    assert tried[:4] == [50, 100, 200, 400] and 400 not in tried[4:]
+    out = summarize(trials, Settings(threads=1), opts, 0, 2.0)
+    assert 200 <= out["max_beds_p99_under_1s"] <= 230 and out["beds"] == out["max_beds_p99_under_1s"]
+    assert out["workers"] == 2 and out["threads"] == 1 and len(out["trials"]) == len(tried)
+    # one level only, without --find-max
+    single = asyncio.run(search(trial, BenchOptions(beds=300), say=lambda _: None))
+    assert [t.beds for t in single] == [300] and not single[0].ok(1000.0)
