@@ -85,7 +85,9 @@ def add_connection_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="TOML settings file (keys = stream.settings.Settings fields); also $MIRAGE_CONFIG")
     p.add_argument("--bootstrap", help="Kafka bootstrap servers, host:port[,host:port] (default from settings: 127.0.0.1:9092)")
     p.add_argument("--redis-url", help="Redis URL for the lab cache and snapshots, e.g. redis://127.0.0.1:6379/0")
-    p.add_argument("--backend", help="inference backend: torch | onnxruntime | onnxruntime-int8 | tensorrt | torch-compile")
+    p.add_argument("--backend", help="inference backend: torch (default, fp32) | onnxruntime | onnxruntime-opt (fp32, ~2x "
+                                     "torch on CPU) | onnxruntime-int8-static (calibrated int8, ~2.3x, batch-invariant) | "
+                                     "onnxruntime-int8 | tensorrt | torch-compile; `mirage bench infer` compares them")
     p.add_argument("--checkpoint", help="MIRAGE checkpoint (.pt); default: the shipped engine/checkpoints/mirage-default.pt")
 
 

@@ -52,7 +52,7 @@ class Settings:
     lab_staleness_s: float = 24 * 3600.0
     # model / inference
     checkpoint: str = ""  # empty = the shipped default checkpoint
-    backend: str = "torch"  # torch | onnxruntime | onnxruntime-int8 | tensorrt | torch-compile
+    backend: str = "torch"  # torch | onnxruntime | onnxruntime-opt | onnxruntime-int8-static | onnxruntime-int8 | tensorrt | torch-compile
     fallback_backend: str = ""  # used if the primary backend fails (e.g. GPU lost)
     device: str = "cpu"
     threads: int = 0  # intra-op CPU threads of the model backend (0 = the backend's default: all cores)
