@@ -355,7 +355,19 @@ class StreamProcessor:
         from stream.labcache import empty_labs as _empty
 
         blank = EcgWindow("warmup", "warmup", 0, 0, 0, np.zeros((len(LEADS), self.cfg.T), np.float32))
-        self._infer([blank], [_empty()])
+        try:
+            self._infer([blank], [_empty()])
+        except Exception as exc:
+            # A backend that cannot even score a blank window (GPU gone, bad plan) is the same fault
+            # as one failing at run time: use the fallback from the start and say so on every bed.
+            if self._fallback is None or self.on_fallback:
+                raise
+            log.error("backend %s failed its warm-up (%s: %s); using the fallback backend", self.predictor.name,
+                      type(exc).__name__, str(exc)[:200])
+            self.predictor = self._fallback()
+            self.on_fallback = True
+            self.technical.on_backend_error(exc, self.predictor.name, t_ns=self.clock())
+            self._infer([blank], [_empty()])
         if self.snapshot is not None:
             try:
                 self.snapshot(blank)

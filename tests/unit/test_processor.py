@@ -224,3 +224,24 @@ async def test_windower_eviction_and_patient_change_end_the_mi_episode() -> None
     mi = [(a.bed_id, a.phase, a.alert_id) for a in res.alerts if a.alert_type == "mi"]
     assert mi == [("b", "end", starts["b"])]
     assert [a.bed_id for a in proc.tick() if a.alert_type == "mi"] == []  # ended once, not twice
+
+
+async def test_backend_failing_its_warm_up_uses_the_fallback_and_says_so() -> None:
+    class Broken(AmplitudePredictor):
+        name = "gpu"
+
+        def predict(self, *a):
+            raise RuntimeError("CUDA error: no device")
+
+    class Fallback(AmplitudePredictor):
+        name = "cpu-fallback"
+
+    with pytest.raises(RuntimeError, match="no device"):  # no fallback: the worker must not start
+        StreamProcessor(Broken(), INFO, settings()).warmup()
+    proc = StreamProcessor(Broken(), INFO, settings(), fallback=Fallback)
+    proc.warmup()
+    assert proc.on_fallback and proc.predictor.name == "cpu-fallback"
+    res = await proc.process([(c, c.seq) for c in chunks("b", bed_record(1.0, 14, 8), range(14))])
+    assert len(res.scored) == 3
+    [tech] = [a for a in res.alerts if a.alert_type == "technical"]
+    assert (tech.kind, tech.phase) == ("backend_failed", "start") and "cpu-fallback" in " ".join(tech.advisories)
