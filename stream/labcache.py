@@ -7,9 +7,11 @@ Key layout (Redis, one hash per patient)::
                       "r": reported_ns or null, "raw": value as sent, "ru": unit as sent}
     TTL of the hash = 2 x lab_staleness_s, refreshed by every write.
     mirage:snapshot:{alert_id}          STRING  PNG of the window that started an MI episode (TTL 24 h)
-    mirage:policy:{bed_id}              STRING  JSON {"policy": alert-policy state, "technical":
+    mirage:policy:{group}:{bed_id}      STRING  JSON {"policy": alert-policy state, "technical":
                                         technical-alarm state} of the bed (TTL 24 h), so a restarted
-                                        worker continues episodes with the same ids
+                                        worker continues episodes with the same ids; per consumer
+                                        group (one deployment), so two deployments sharing a Redis
+                                        never continue each other's episodes
 
 Writes come from the labs topic (:class:`stream.schema.LabResult`). Results can arrive out of
 order (a delayed interface, a replay); a Lua script compares observation times inside Redis so an
@@ -171,14 +173,16 @@ POLICY_TTL_S = 24 * 3600
 
 
 class PolicyStateStore:
-    """Per-bed alarm state (policy + technical) in Redis (``mirage:policy:{bed_id}``), batched, failure-tolerant.
+    """Per-bed alarm state (policy + technical) in Redis (``mirage:policy:{namespace}:{bed_id}``),
+    batched, failure-tolerant. The namespace is the worker's consumer group.
 
     A Redis outage only costs continuity after a restart (an episode may restart with a new id);
     it never stops scoring.
     """
 
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: Any, namespace: str = "") -> None:
         self.client = client
+        self.prefix = f"{POLICY_PREFIX}{namespace}:" if namespace else POLICY_PREFIX
         self.errors = 0
 
     async def load(self, bed_ids: Iterable[str]) -> dict[str, dict]:
@@ -186,7 +190,7 @@ class PolicyStateStore:
         if not beds:
             return {}
         try:
-            raw = await self.client.mget([POLICY_PREFIX + b for b in beds])
+            raw = await self.client.mget([self.prefix + b for b in beds])
         except Exception as exc:
             self.errors += 1
             log.warning("policy state unavailable (%s)", type(exc).__name__)
@@ -208,9 +212,9 @@ class PolicyStateStore:
             pipe = self.client.pipeline(transaction=False)
             for bed, st in states.items():
                 if st is None:
-                    pipe.delete(POLICY_PREFIX + bed)
+                    pipe.delete(self.prefix + bed)
                 else:
-                    pipe.set(POLICY_PREFIX + bed, json.dumps(st, separators=(",", ":")), ex=POLICY_TTL_S)
+                    pipe.set(self.prefix + bed, json.dumps(st, separators=(",", ":")), ex=POLICY_TTL_S)
             await pipe.execute()
             return True
         except Exception as exc:

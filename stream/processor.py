@@ -142,7 +142,7 @@ class StreamProcessor:
         self.policy = AlertPolicy(policy_config(settings, info))
         self.technical = TechnicalMonitor(TechnicalConfig.from_settings(
             settings, model_name=info.name, model_version=info.version, checkpoint_sha=info.checkpoint_sha))
-        self.policy_store = PolicyStateStore(labcache.client) if labcache is not None else None
+        self.policy_store = PolicyStateStore(labcache.client, settings.consumer_group) if labcache is not None else None
         self._dirty: set[str] = set()  # beds whose saved state changed since the last save
         self._seen: set[str] = set()  # beds whose saved state was looked up in Redis
         self._pending: dict[str, deque[tuple[int, Any]]] = {}

@@ -124,3 +124,15 @@ async def test_saved_bed_state_lets_a_new_processor_continue_the_episode(client)
     assert "start" not in [p for p, _ in mi]
     first.close()
     second.close()
+
+
+async def test_saved_bed_state_is_per_consumer_group(client) -> None:
+    """Two deployments (consumer groups) sharing one Redis never continue each other's episodes."""
+    from stream.labcache import PolicyStateStore
+
+    ward_a, ward_b = PolicyStateStore(client, "mirage-ward-a"), PolicyStateStore(client, "mirage-ward-b")
+    assert await ward_a.save({"bed-7": {"policy": {"active_id": "mi-x"}, "technical": None}})
+    assert (await ward_a.load(["bed-7"]))["bed-7"]["policy"]["active_id"] == "mi-x"
+    assert await ward_b.load(["bed-7"]) == {}
+    assert await client.exists("mirage:policy:mirage-ward-a:bed-7") and not await client.exists("mirage:policy:bed-7")
+    assert await ward_a.save({"bed-7": None}) and await ward_a.load(["bed-7"]) == {}
