@@ -220,6 +220,11 @@ class BenchOptions:
     workers: int = 1  # worker processes in one consumer group (Kafka scale-out on this host)
 
 
+def worst_exit(codes: list[int]) -> int:
+    """The first exit code that is not a clean stop (0 or SIGTERM), else the first one."""
+    return next((c for c in codes if c not in (0, -15)), codes[0])
+
+
 class LoadBench:
     """``opts.workers`` workers in one consumer group, one gateway, several trials."""
 
@@ -252,8 +257,7 @@ class LoadBench:
                 await asyncio.sleep(0.5)
 
     def stop(self) -> int:
-        codes = [w.stop() for w in self.workers]
-        return next((c for c in codes if c not in (0, -15)), codes[0])
+        return worst_exit([w.stop() for w in self.workers])
 
     def consumed(self) -> int:
         """Chunks consumed by all workers so far."""
@@ -504,7 +508,7 @@ async def run_bench_fresh(opts: BenchOptions, workdir: Path, settings_kw: dict[s
             await asyncio.to_thread(svc.stop)
 
     trials = await search(trial, opts, say)
-    code = next((c for c in codes if c not in (0, -15)), codes[0] if codes else None)
+    code = worst_exit(codes) if codes else None
     cfg = last.get("cfg")
     settings = last.get("settings") or Settings.load(env={}, **settings_kw)
     return summarize(trials, settings, opts, code, cfg.hop_s if cfg is not None else None)

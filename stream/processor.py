@@ -303,10 +303,7 @@ class StreamProcessor:
                 # The caller stops the worker (nothing acked); the technical alarm goes out first.
                 self.technical.on_backend_error(exc, False, t_ns=self.clock())
                 raise
-            log.error("backend %s failed (%s: %s); switching to the fallback backend", self.predictor.name,
-                      type(exc).__name__, str(exc)[:200])
-            self.predictor = await loop.run_in_executor(self.executor, self._fallback)
-            self.on_fallback = True
+            await loop.run_in_executor(self.executor, self._switch_to_fallback, exc, "on a batch")
             self.technical.on_backend_error(exc, self.predictor.name, t_ns=self.clock())
             probs, lead_w = await loop.run_in_executor(self.executor, self._infer, batch, labs)
         else:
@@ -326,6 +323,13 @@ class StreamProcessor:
                     result.snapshots.append((ev.alert_id, w))
             result.scored.append(Scored(w, float(probs[i])))
         self.windows_scored += len(batch)
+
+    def _switch_to_fallback(self, exc: Exception, when: str) -> None:
+        """Build the fallback backend and score with it from now on (runs in the model thread)."""
+        log.error("backend %s failed %s (%s: %s); switching to the fallback backend", self.predictor.name, when,
+                  type(exc).__name__, str(exc)[:200])
+        self.predictor = self._fallback()  # type: ignore[misc]  # callers check it is set
+        self.on_fallback = True
 
     def _infer(self, batch: list[EcgWindow], labs: list[PatientLabs]) -> tuple[np.ndarray, np.ndarray]:
         x = np.stack([w.signal for w in batch])  # (B, 12, T)
@@ -362,10 +366,7 @@ class StreamProcessor:
             # as one failing at run time: use the fallback from the start and say so on every bed.
             if self._fallback is None or self.on_fallback:
                 raise
-            log.error("backend %s failed its warm-up (%s: %s); using the fallback backend", self.predictor.name,
-                      type(exc).__name__, str(exc)[:200])
-            self.predictor = self._fallback()
-            self.on_fallback = True
+            self._switch_to_fallback(exc, "at warm-up")
             self.technical.on_backend_error(exc, self.predictor.name, t_ns=self.clock())
             self._infer([blank], [_empty()])
         if self.snapshot is not None:

@@ -34,3 +34,13 @@ def services():
 def unique() -> str:
     """A unique suffix for topic names / consumer groups, one per test."""
     return uuid.uuid4().hex[:10]
+
+
+@pytest.fixture(scope="session")
+def shipped_checkpoint():
+    """The shipped checkpoint (``engine/checkpoints/mirage-default.pt``), loaded once; skips where absent."""
+    from engine.checkpoint import default_checkpoint_path, load_checkpoint
+
+    if not Path(default_checkpoint_path()).is_file():
+        pytest.skip(f"no shipped checkpoint at {default_checkpoint_path()}")
+    return load_checkpoint(None)

@@ -133,15 +133,12 @@ def test_gpu_bench_arithmetic_on_cpu(loaded) -> None:
 
 
 @pytest.mark.slow
-def test_int8_auroc_change_on_ptbxl_within_budget(ptbxl_dir: Path) -> None:
+def test_int8_auroc_change_on_ptbxl_within_budget(ptbxl_dir: Path, shipped_checkpoint) -> None:
     """The shipped checkpoint's int8 backend keeps AUROC within 0.005 of fp32 on the PTB-XL sample."""
-    from engine.checkpoint import default_checkpoint_path, load_checkpoint
     from engine.predictor import make_predictor
     from trt.bench import all_probs, auroc, load_eval_inputs
 
-    if not Path(default_checkpoint_path()).is_file():
-        pytest.skip(f"no shipped checkpoint at {default_checkpoint_path()}")
-    shipped = load_checkpoint(None)
+    shipped = shipped_checkpoint
     inputs, labels, _ = load_eval_inputs(shipped.config, ptbxl=ptbxl_dir, limit=400)
     fp32 = all_probs(make_predictor("torch", shipped), inputs)
     int8 = all_probs(create("onnxruntime-int8", shipped), inputs)

@@ -191,13 +191,10 @@ def test_mixed_precision_graph_keeps_norms_fp32(exported, tmp_path: Path) -> Non
 
 
 @pytest.mark.slow
-def test_shipped_checkpoint_exports_with_parity_on_ptbxl(ptbxl_dir: Path, tmp_path: Path) -> None:
-    from engine.checkpoint import default_checkpoint_path, load_checkpoint
+def test_shipped_checkpoint_exports_with_parity_on_ptbxl(ptbxl_dir: Path, tmp_path: Path, shipped_checkpoint) -> None:
     from trt.cli import real_inputs
 
-    if not Path(default_checkpoint_path()).is_file():
-        pytest.skip(f"no shipped checkpoint at {default_checkpoint_path()}")
-    loaded = load_checkpoint(None)
+    loaded = shipped_checkpoint
     feed = real_inputs(loaded.config, ptbxl_dir, 8)
     result = export_onnx(loaded.model, loaded.config, tmp_path / "shipped.onnx", parity_inputs=feed)
     assert max(result.parity.values()) <= 1e-4

@@ -155,15 +155,12 @@ def test_summary_keeps_batch_variant_backends_out_of_the_stream_choice() -> None
 
 
 @pytest.mark.slow
-def test_shipped_checkpoint_fast_backends_on_ptbxl(ptbxl_dir: Path) -> None:
+def test_shipped_checkpoint_fast_backends_on_ptbxl(ptbxl_dir: Path, shipped_checkpoint) -> None:
     """Shipped checkpoint, 48 PTB-XL windows: opt within 1e-4 of torch; static int8 batch-invariant, near torch."""
-    from engine.checkpoint import default_checkpoint_path, load_checkpoint
     from engine.predictor import make_predictor
     from trt.bench import all_probs, batch_invariance, load_eval_inputs
 
-    if not Path(default_checkpoint_path()).is_file():
-        pytest.skip(f"no shipped checkpoint at {default_checkpoint_path()}")
-    shipped = load_checkpoint(None)
+    shipped = shipped_checkpoint
     inputs, _, _ = load_eval_inputs(shipped.config, ptbxl=ptbxl_dir, limit=48)
     base = all_probs(make_predictor("torch", shipped), inputs)
     opt = create("onnxruntime-opt", shipped, threads=1)

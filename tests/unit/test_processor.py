@@ -164,17 +164,21 @@ async def test_backend_failure_raises_and_queues_a_technical_alarm() -> None:
     assert [(a.kind, a.phase) for a in proc.tick()] == [("backend_failed", "start")]
 
 
+class GpuGone(AmplitudePredictor):
+    """A primary backend whose device is gone: every call raises."""
+
+    name = "gpu"
+
+    def predict(self, *a):
+        raise RuntimeError("CUDA error: no device")
+
+
+class CpuFallback(AmplitudePredictor):
+    name = "cpu-fallback"
+
+
 async def test_runtime_backend_failure_switches_to_the_fallback() -> None:
-    class Broken(AmplitudePredictor):
-        name = "gpu"
-
-        def predict(self, *a):
-            raise RuntimeError("CUDA error: device lost")
-
-    class Fallback(AmplitudePredictor):
-        name = "cpu-fallback"
-
-    proc = StreamProcessor(Broken(), INFO, settings(), fallback=Fallback)
+    proc = StreamProcessor(GpuGone(), INFO, settings(), fallback=CpuFallback)
     rec = bed_record(1.0, 14, 8)
     res = await proc.process([(c, c.seq) for c in chunks("b", rec, range(14))])
     assert len(res.scored) == 3 and proc.on_fallback and proc.predictor.name == "cpu-fallback"
@@ -227,18 +231,9 @@ async def test_windower_eviction_and_patient_change_end_the_mi_episode() -> None
 
 
 async def test_backend_failing_its_warm_up_uses_the_fallback_and_says_so() -> None:
-    class Broken(AmplitudePredictor):
-        name = "gpu"
-
-        def predict(self, *a):
-            raise RuntimeError("CUDA error: no device")
-
-    class Fallback(AmplitudePredictor):
-        name = "cpu-fallback"
-
     with pytest.raises(RuntimeError, match="no device"):  # no fallback: the worker must not start
-        StreamProcessor(Broken(), INFO, settings()).warmup()
-    proc = StreamProcessor(Broken(), INFO, settings(), fallback=Fallback)
+        StreamProcessor(GpuGone(), INFO, settings()).warmup()
+    proc = StreamProcessor(GpuGone(), INFO, settings(), fallback=CpuFallback)
     proc.warmup()
     assert proc.on_fallback and proc.predictor.name == "cpu-fallback"
     res = await proc.process([(c, c.seq) for c in chunks("b", bed_record(1.0, 14, 8), range(14))])
