@@ -31,12 +31,14 @@ from engine.render import RENDERER_VERSION, render_batch
 from engine.signal.filters import DEFAULT_FILTER, FilterSpec, condition
 from engine.signal.leads import to_standard_leads
 from engine.signal.quality import quality_flags as _quality_flags
+from engine.signal.quality import quality_flags_batch
 from engine.signal.resample import resample
 
 PREPROCESSING_VERSION = "bp0.5-40-zp2-clip5-v1"
 CLIP_MV = 5.0
 
-__all__ = ["CLIP_MV", "ModelInputs", "PREPROCESSING_VERSION", "RENDERER_VERSION", "condition_windows", "model_inputs", "quality_flags", "to_model_rate"]
+__all__ = ["CLIP_MV", "ModelInputs", "PREPROCESSING_VERSION", "RENDERER_VERSION", "condition_windows", "model_inputs", "quality_flags", "quality_flags_batch", "to_model_rate",
+           "to_model_rate_batch"]
 
 
 @dataclass(frozen=True)
@@ -125,6 +127,23 @@ def to_model_rate(signal: np.ndarray, fs: float, leads: Sequence[str], cfg: Mira
     """
     std = to_standard_leads(signal, leads, allow_missing=allow_missing)
     return resample(std, fs, cfg.fs)
+
+
+def to_model_rate_batch(signals: np.ndarray, fs: float, leads: Sequence[str], cfg: MirageConfig, *,
+                        allow_missing: bool = False) -> np.ndarray:
+    """:func:`to_model_rate` of each window of a (B, L, S) batch that shares one rate and lead set.
+
+    Bit-identical to calling :func:`to_model_rate` per window (lead mapping and derivation are
+    element-wise; the resampler filters each row on its own), with one set of numpy/scipy calls
+    for the whole batch. Returns (B, 12, S') float64.
+    """
+    arr = np.asarray(signals, dtype=np.float64)
+    if arr.ndim != 3 or arr.shape[1] != len(leads):
+        raise SignalError(f"batch of shape {arr.shape} does not match {len(leads)} lead names {list(leads)}")
+    # Lead first, (L, B, S): the lead mapping is element-wise over all windows at once, and the
+    # resampler filters along the last axis of the (12, B, S) result; no copy but the output's.
+    std = to_standard_leads(arr.transpose(1, 0, 2), leads, allow_missing=allow_missing)
+    return resample(std, fs, cfg.fs).transpose(1, 0, 2)
 
 
 def quality_flags(window: np.ndarray, fs: float) -> list[str]:

@@ -64,14 +64,15 @@ def consumer(settings: Settings, *topics: str, **overrides: Any) -> Any:
     from aiokafka import AIOKafkaConsumer
 
     kw: dict[str, Any] = dict(settings.kafka_client_kwargs(), fetch_max_wait_ms=settings.fetch_max_wait_ms,
+                              fetch_min_bytes=max(1, settings.fetch_min_bytes),
                               session_timeout_ms=int(settings.session_timeout_s * 1000),
                               heartbeat_interval_ms=max(100, int(settings.session_timeout_s * 1000 / 3)))
     kw.update(overrides)
     return AIOKafkaConsumer(*topics, **kw)
 
 
-def _faust_classes(fetch_max_wait_ms: int) -> tuple[type, type]:
-    """(App subclass, Transport subclass) whose worker consumer uses ``fetch_max_wait_ms``."""
+def _faust_classes(fetch_max_wait_ms: int, fetch_min_bytes: int = 1) -> tuple[type, type]:
+    """(App subclass, Transport subclass) whose worker consumer uses ``fetch_max_wait_ms`` and ``fetch_min_bytes``."""
     import faust
     from faust.transport.drivers import aiokafka as drv
 
@@ -80,6 +81,7 @@ def _faust_classes(fetch_max_wait_ms: int) -> tuple[type, type]:
             consumer_ = super()._create_worker_consumer(transport)
             # aiokafka reads this when it builds its Fetcher in start(), after construction.
             consumer_._fetch_max_wait_ms = fetch_max_wait_ms
+            consumer_._fetch_min_bytes = max(1, fetch_min_bytes)
             return consumer_
 
     class FastFetchConsumer(drv.Consumer):
@@ -114,7 +116,7 @@ def faust_app(settings: Settings, app_id: str | None = None, **conf: Any) -> Any
     ``broker_session_timeout`` comes from the settings (faust's 60 s default makes a worker take
     ~30 s to join a group on brokers that wait half the session timeout per join).
     """
-    app_cls, _ = _faust_classes(settings.fetch_max_wait_ms)
+    app_cls, _ = _faust_classes(settings.fetch_max_wait_ms, settings.fetch_min_bytes)
     session = float(settings.session_timeout_s)
     kw: dict[str, Any] = dict(
         broker=faust_broker_url(settings),

@@ -372,13 +372,15 @@ class LoadBench:
 def stage_costs(batch: int = 16, repeats: int = 5, backend: str = "torch", checkpoint: str | None = None) -> dict[str, float]:
     """CPU milliseconds per window of each stage the worker runs, measured in this process (no Kafka).
 
-    Stages: ``to_model_rate`` (lead mapping + 500 -> cfg.fs resampling) and ``quality_flags`` (both
-    in the windower, on the worker's event loop), ``model_inputs`` (conditioning + rendering) and
-    ``predict`` (the backend), at micro-batch ``batch``; best of ``repeats`` (process CPU time).
+    Stages, all in the worker's model thread, at micro-batch ``batch``: ``to_model_rate`` (lead
+    mapping + 500 -> cfg.fs resampling) and ``quality_flags`` (both once per batch:
+    :func:`stream.windower.convert_windows`), ``model_inputs`` (conditioning + rendering) and
+    ``predict`` (the backend); best of ``repeats`` (process CPU time). ``per_window_convert_ms``
+    is the same conversion done one window at a time (how the event loop did it before).
     """
     from engine.checkpoint import load_checkpoint
     from engine.config import LEADS
-    from engine.pipeline import model_inputs, quality_flags, to_model_rate
+    from engine.pipeline import model_inputs, quality_flags, quality_flags_batch, to_model_rate, to_model_rate_batch
     from engine.predictor import make_predictor
     from stream.labcache import empty_labs
 
@@ -386,7 +388,7 @@ def stage_costs(batch: int = 16, repeats: int = 5, backend: str = "torch", check
     cfg = loaded.config
     pred = make_predictor(backend, loaded)
     pool = SignalPool(n=4, seconds=12.0)
-    raw = [pool.read(i, 0, int(cfg.window_s * pool.fs)) for i in range(batch)]
+    raw = np.stack([pool.read(i, 0, int(cfg.window_s * pool.fs)) for i in range(batch)])
 
     def best(fn: Any) -> float:
         times = []
@@ -401,12 +403,14 @@ def stage_costs(batch: int = 16, repeats: int = 5, backend: str = "torch", check
     lv, lm = np.stack([labs.values] * batch).astype(np.float32), np.stack([labs.mask] * batch).astype(np.float32)
     inputs = model_inputs(wins, cfg, lv, lm)
     out = {
-        "to_model_rate_ms": best(lambda: [to_model_rate(x, pool.fs, LEADS, cfg) for x in raw]),
-        "quality_flags_ms": best(lambda: [quality_flags(w, cfg.fs) for w in wins]),
+        "to_model_rate_ms": best(lambda: to_model_rate_batch(raw, pool.fs, LEADS, cfg, allow_missing=True)),
+        "quality_flags_ms": best(lambda: quality_flags_batch(wins, cfg.fs)),
         "model_inputs_ms": best(lambda: model_inputs(wins, cfg, lv, lm)),
         "predict_ms": best(lambda: pred.predict(inputs.ecg, inputs.image, inputs.labs, inputs.lab_mask)),
     }
     out["total_ms"] = sum(out.values())
+    out["per_window_convert_ms"] = best(lambda: [quality_flags(to_model_rate(x, pool.fs, LEADS, cfg, allow_missing=True)
+                                                               .astype(np.float32), cfg.fs) for x in raw])
     out["batch"] = batch
     out["windows_per_cpu_s"] = 1000.0 / out["total_ms"]
     return {k: round(v, 2) for k, v in out.items()}
@@ -582,6 +586,9 @@ def bench_main(argv: list[str]) -> int:
     p.add_argument("--fetch-max-wait-ms", type=int, default=0,
                    help="the workers' Kafka fetch_max_wait_ms (default: the settings' 20). Tansu, the embedded broker, "
                         "always waits this long per fetch and its fetch cost grows with what it holds: see docs/BENCHMARKS.md")
+    p.add_argument("--fetch-min-bytes", type=int, default=0,
+                   help="the workers' Kafka fetch_min_bytes (default: the settings' 1): the broker holds a fetch until this "
+                        "many bytes arrived or fetch_max_wait_ms passed - fewer, bigger fetches")
     p.add_argument("--max-batch", type=int, default=0, help="worker micro-batch size (default: the settings' 64; with --stages the batch measured, default 16)")
     p.add_argument("--profile", help="write a py-spy profile of the worker over the steady period (.svg flamegraph, .json speedscope, .txt collapsed)")
     p.add_argument("--synchronized", action="store_true",
@@ -612,6 +619,8 @@ def bench_main(argv: list[str]) -> int:
         extra["max_batch"] = args.max_batch
     if args.fetch_max_wait_ms:
         extra["fetch_max_wait_ms"] = args.fetch_max_wait_ms
+    if args.fetch_min_bytes:
+        extra["fetch_min_bytes"] = args.fetch_min_bytes
     threads = args.threads or (max(1, (os.cpu_count() or 1) // args.workers) if args.workers > 1 else 0)
     if threads:
         extra["threads"] = threads

@@ -44,7 +44,7 @@ from stream.policy import KIND_MI, AlertPolicy, PolicyConfig, PolicyEvent
 from stream.schema import Alert, EcgChunk
 from stream.settings import Settings
 from stream.technical import TechnicalConfig, TechnicalMonitor
-from stream.windower import EcgWindow, Windower
+from stream.windower import EcgWindow, Windower, convert_windows
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +137,10 @@ class StreamProcessor:
         self.snapshot = snapshot
         self.clock = clock or time.time_ns
         self.metrics = metrics
-        self.windower = Windower(self.cfg, hop_s=settings.hop_s, idle_s=settings.idle_discharge_s, clock=self.clock)
+        # Windows are cut on the event loop and converted (resampling, quality flags) in the model
+        # thread, a batch at a time: the loop that fetches from Kafka never waits on signal processing.
+        self.windower = Windower(self.cfg, hop_s=settings.hop_s, idle_s=settings.idle_discharge_s, clock=self.clock,
+                                 convert=False)
         self.batcher: MicroBatcher[EcgWindow] = MicroBatcher(settings.max_batch, settings.max_wait_ms / 1000.0)
         self.policy = AlertPolicy(policy_config(settings, info))
         self.technical = TechnicalMonitor(TechnicalConfig.from_settings(
@@ -290,12 +293,15 @@ class StreamProcessor:
         return await self.policy_store.save(states)
 
     async def _score_batch(self, batch: list[EcgWindow], result: ProcessResult) -> None:
+        loop = asyncio.get_running_loop()
+        # Model rate, 12 leads, quality flags: one pass for the micro-batch, on the event loop (in
+        # the model thread its many short numpy calls wait on the GIL behind the Kafka client).
+        convert_windows(batch, self.cfg)
         if self.labcache is not None:
             labs = await self.labcache.read_batch([(w.patient_id, w.end_ns) for w in batch])
         else:
             labs = [empty_labs() for _ in batch]
         t0 = time.perf_counter()
-        loop = asyncio.get_running_loop()
         try:
             probs, lead_w = await loop.run_in_executor(self.executor, self._infer, batch, labs)
         except Exception as exc:

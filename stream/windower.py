@@ -29,6 +29,12 @@ Design choices (see docs/STREAMING.md):
   :func:`engine.pipeline.quality_flags` names them. ``end_of_stream`` discharges the bed.
 * **Bounded memory**: a bed holds at most one window plus one chunk of samples; beds silent for
   ``idle_s`` are evicted by :meth:`Windower.evict_idle`.
+* **Cutting and converting are two steps.** :meth:`Windower.push` with ``convert=False`` cuts
+  windows at the source rate only (cheap bookkeeping); :func:`convert_windows` then maps,
+  resamples and quality-checks a whole batch of them at once (bit-identical to converting each
+  one alone). The stream worker converts in its model thread, so the event loop that fetches
+  from Kafka never waits on signal processing. The default (``convert=True``) converts before
+  returning.
 """
 
 from __future__ import annotations
@@ -44,7 +50,9 @@ import numpy as np
 
 from engine.config import MirageConfig
 from engine.errors import SignalError
-from engine.pipeline import quality_flags, to_model_rate
+from engine.pipeline import quality_flags_batch, to_model_rate_batch
+from engine.signal.leads import to_standard_leads
+from engine.signal.resample import rate_ratio
 from stream.errors import WindowError
 from stream.schema import EcgChunk
 
@@ -63,10 +71,14 @@ class EcgWindow:
         seq: window index on the bed's grid (deterministic, see the module docstring).
         start_ns: time of the first sample (Unix ns).
         end_ns: time just after the last sample (Unix ns).
-        signal: (12, T) float32 mV at the model rate in :data:`engine.config.LEADS` order; NaN where missing.
-        flags: quality flags (``missing:V3``, ``flat:II``, ``gap``, ...).
+        signal: (12, T) float32 mV at the model rate in :data:`engine.config.LEADS` order; NaN where
+            missing. None until the window is converted (:func:`convert_windows`).
+        flags: quality flags (``missing:V3``, ``flat:II``, ``gap``, ...); before conversion only ``gap``.
         last_arrival_ns: arrival time (injected clock) of the chunk that completed the window;
             end-to-end latency is measured from it.
+        raw: (L, S) float32 mV at the source rate in ``source_leads`` order while unconverted, else None.
+        source_fs: the source rate of ``raw``.
+        source_leads: the source lead names of ``raw``.
     """
 
     bed_id: str
@@ -74,9 +86,45 @@ class EcgWindow:
     seq: int
     start_ns: int
     end_ns: int
-    signal: np.ndarray
+    signal: np.ndarray | None
     flags: list[str] = field(default_factory=list)
     last_arrival_ns: int = 0
+    raw: np.ndarray | None = None
+    source_fs: float = 0.0
+    source_leads: tuple[str, ...] = ()
+
+    @property
+    def converted(self) -> bool:
+        return self.signal is not None
+
+
+def convert_windows(windows: Sequence[EcgWindow], cfg: MirageConfig) -> list[EcgWindow]:
+    """Convert cut windows to the model rate and 12 leads and add their quality flags, in place.
+
+    Windows sharing a source rate and lead set are converted together (one
+    :func:`engine.pipeline.to_model_rate_batch` and one :func:`engine.pipeline.quality_flags_batch`
+    call): the same signals and flags as converting each alone. Already converted windows are
+    left as they are. Returns ``windows``.
+
+    Raises:
+        WindowError: a converted window does not have ``cfg.T`` samples.
+    """
+    groups: dict[tuple[float, tuple[str, ...], int], list[EcgWindow]] = {}
+    for w in windows:
+        if w.signal is None:
+            if w.raw is None:
+                raise WindowError(f"window {w.bed_id}/{w.seq} has neither a signal nor raw samples")
+            groups.setdefault((w.source_fs, w.source_leads, int(w.raw.shape[1])), []).append(w)
+    for (fs, leads, _), group in groups.items():
+        raw = np.stack([w.raw for w in group])  # type: ignore[misc]  # raw checked above
+        sig = to_model_rate_batch(raw, fs, leads, cfg, allow_missing=True).astype(np.float32, order="C")
+        if sig.shape[2] != cfg.T:
+            raise WindowError(f"resampled window has {sig.shape[2]} samples, expected T={cfg.T}")
+        for w, x, q in zip(group, sig, quality_flags_batch(sig, cfg.fs)):
+            w.signal = x
+            w.flags = q + w.flags  # quality flags first, then "gap"
+            w.raw = None
+    return list(windows)
 
 
 @dataclass
@@ -105,6 +153,7 @@ class _Bed:
     last_arrival_ns: int
     last_seen_ns: int  # local clock when the last chunk was pushed (idle eviction)
     anchor_ns: int  # time of absolute sample index 0
+    mappable: bool = True  # the lead set maps to the 12 standard leads (checked once per bed)
 
     @property
     def end_index(self) -> int:
@@ -120,10 +169,12 @@ class Windower:
         max_gap_s: longest gap bridged with NaN; longer gaps reset the bed.
         idle_s: beds with no chunk for this long are evicted by :meth:`evict_idle`.
         clock: ``() -> ns`` for arrival times (injected for tests).
+        convert: convert windows (model rate, 12 leads, quality flags) before :meth:`push` returns;
+            False returns them cut at the source rate for :func:`convert_windows`.
     """
 
     def __init__(self, cfg: MirageConfig, *, hop_s: float = 0.0, max_gap_s: float = 5.0, idle_s: float = 300.0,
-                 clock: Callable[[], int] | None = None) -> None:
+                 clock: Callable[[], int] | None = None, convert: bool = True) -> None:
         if hop_s < 0 or max_gap_s < 0 or idle_s <= 0:
             raise WindowError(f"hop_s={hop_s}, max_gap_s={max_gap_s}, idle_s={idle_s} must be >= 0 (idle_s > 0)")
         self.cfg = cfg
@@ -132,6 +183,7 @@ class Windower:
         self.max_gap_s = float(max_gap_s)
         self.idle_ns = int(idle_s * 1e9)
         self._clock = clock or time.time_ns
+        self.convert = convert
         self.beds: dict[str, _Bed] = {}
         self.counts: Counter[str] = Counter()
 
@@ -219,6 +271,8 @@ class Windower:
         bed.last_seen_ns = seen
         bed.end_ns = chunk.end_ns
         res.windows = self._emit(chunk.bed_id, bed)
+        if self.convert and res.windows:
+            convert_windows(res.windows, self.cfg)
         if chunk.end_of_stream:
             del self.beds[chunk.bed_id]
             self.counts["discharged"] += 1
@@ -263,6 +317,13 @@ class Windower:
                    buffer=samples.copy(), gap_mask=np.zeros(samples.shape[1], bool),
                    next_window=-(-base // hop), last_seq=chunk.seq, end_ns=chunk.end_ns,
                    last_arrival_ns=0, last_seen_ns=0, anchor_ns=anchor_ns)
+        try:
+            # Lead mapping depends on the names only: check it once, not on every window.
+            to_standard_leads(np.zeros((len(bed.leads), 1)), bed.leads, allow_missing=True)
+            rate_ratio(bed.fs, float(self.cfg.fs))
+        except SignalError as exc:
+            log.warning("bed %s: its leads or rate cannot be converted for the model, no windows: %s", chunk.bed_id, exc)
+            bed.mappable = False
         return bed
 
     @staticmethod
@@ -276,22 +337,17 @@ class Windower:
         while bed.next_window * hop + win <= bed.end_index:
             start = bed.next_window * hop
             lo = start - bed.base_index
-            raw = bed.buffer[:, lo:lo + win]
-            try:
-                signal = to_model_rate(raw, bed.fs, bed.leads, self.cfg, allow_missing=True).astype(np.float32)
-            except SignalError as exc:
-                log.warning("bed window %d cannot be mapped to 12 leads: %s", bed.next_window, exc)
+            if not bed.mappable:
                 self.counts["unmappable"] += 1
                 bed.next_window += 1
                 continue
-            if signal.shape[1] != self.cfg.T:
-                raise WindowError(f"resampled window has {signal.shape[1]} samples, expected T={self.cfg.T}")
-            flags = quality_flags(signal, self.cfg.fs)
-            if bed.gap_mask[lo:lo + win].any():
-                flags.append(GAP_FLAG)
+            # A view: the buffer is only ever replaced (concatenate, slice), never written in place.
+            raw = bed.buffer[:, lo:lo + win]
+            flags = [GAP_FLAG] if bed.gap_mask[lo:lo + win].any() else []
             t0 = bed.anchor_ns + int(round(start * 1e9 / bed.fs))
             t1 = bed.anchor_ns + int(round((start + win) * 1e9 / bed.fs))
-            out.append(EcgWindow(bed_id, bed.patient_id, bed.next_window, t0, t1, signal, flags, bed.last_arrival_ns))
+            out.append(EcgWindow(bed_id, bed.patient_id, bed.next_window, t0, t1, None, flags, bed.last_arrival_ns,
+                                 raw=raw, source_fs=bed.fs, source_leads=bed.leads))
             self.counts["windows"] += 1
             bed.next_window += 1
         # Keep only what future windows need: from the next window's start on.

@@ -58,19 +58,20 @@ def to_standard_leads(signal: np.ndarray, leads: Sequence[str], *, allow_missing
     """Reorder a multi-lead signal to the 12 standard leads, deriving missing limb leads.
 
     Args:
-        signal: (L, S) samples, one row per entry of ``leads``.
+        signal: (L, S) samples, one row per entry of ``leads`` (or (L, ...): lead first, any
+            trailing shape, e.g. (L, B, S) for a batch of windows; every step is element-wise).
         leads: the lead names as the source spells them.
         allow_missing: fill leads that can be neither found nor derived with NaN (flagged
             ``missing:`` by the quality checks) instead of raising.
 
     Returns:
-        (12, S) float64 in :data:`LEADS` order.
+        (12, S) (or (12, ...)) float64 in :data:`LEADS` order.
 
     Raises:
         SignalError: wrong shape, unknown or duplicated lead names, or leads missing.
     """
     arr = np.asarray(signal, dtype=np.float64)
-    if arr.ndim != 2 or arr.shape[0] != len(leads):
+    if arr.ndim < 2 or arr.shape[0] != len(leads):
         raise SignalError(f"signal of shape {arr.shape} does not match {len(leads)} lead names {list(leads)}")
     rows: dict[str, np.ndarray] = {}
     for row, name in zip(arr, leads):
@@ -89,7 +90,7 @@ def to_standard_leads(signal: np.ndarray, leads: Sequence[str], *, allow_missing
     missing = [name for name in LEADS if name not in rows]
     if missing and not allow_missing:
         raise SignalError(f"leads {missing} are missing and cannot be derived from {list(leads)}")
-    out = np.full((len(LEADS), arr.shape[1]), np.nan)
+    out = np.full((len(LEADS),) + arr.shape[1:], np.nan)
     for k, name in enumerate(LEADS):
         if name in rows:
             out[k] = rows[name]

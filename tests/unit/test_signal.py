@@ -195,3 +195,38 @@ def test_cached_filter_resampling_is_bit_identical_to_resample_poly(fs_in: float
     x = np.random.default_rng(3).normal(0, 1, (12, int(fs_in * 10))) + np.linspace(0, 2, int(fs_in * 10))
     up, down = rate_ratio(fs_in, 100.0)
     np.testing.assert_array_equal(resample(x, fs_in, 100.0), sps.resample_poly(x, up, down, axis=-1, padtype="line"))
+
+
+def test_quality_flags_of_a_batch_equal_those_of_each_window() -> None:
+    """The worker checks a micro-batch at once; every flag must be the one-window verdict."""
+    from engine.signal.quality import quality_flags_batch
+
+    fs, rng = 100.0, np.random.default_rng(11)
+    wins = np.stack([synthetic_window(fs) for _ in range(6)])
+    wins[1, LEADS.index("V3")] = 0.0
+    wins[2, LEADS.index("II")] = np.clip(wins[2, LEADS.index("II")], None, 0.5)
+    wins[3, LEADS.index("I"), 100:140] = np.nan
+    wins[3, LEADS.index("aVL")] = np.nan
+    wins[4, LEADS.index("V1")] += rng.normal(0, 0.2, wins.shape[2])
+    wins[5, LEADS.index("aVF"), 50] = 12.0
+    batch = quality_flags_batch(wins, fs)
+    assert batch == [quality_flags(w, fs) for w in wins]
+    assert batch[0] == [] and batch[1] == ["flat:V3"] and "missing:aVL" in batch[3]
+    with pytest.raises(SignalError, match="shape"):
+        quality_flags_batch(wins[0], fs)
+
+
+@pytest.mark.parametrize("fs_in", [500.0, 360.0, 100.0])
+def test_model_rate_conversion_of_a_batch_is_bit_identical_to_each_window(fs_in: float) -> None:
+    from engine.config import get_preset
+    from engine.pipeline import to_model_rate, to_model_rate_batch
+
+    cfg = get_preset("tiny")
+    names = ("I", "II", "V1", "V2", "V3", "V4", "V5", "V6")
+    x = np.random.default_rng(4).normal(0, 1, (5, 8, int(fs_in * 10))).astype(np.float32)
+    x[2, 3, 40:90] = np.nan
+    x[4, 0] = np.nan  # lead I off: the derived limb leads are missing too
+    each = np.stack([to_model_rate(w, fs_in, names, cfg, allow_missing=True) for w in x])
+    np.testing.assert_array_equal(to_model_rate_batch(x, fs_in, names, cfg, allow_missing=True), each)
+    with pytest.raises(SignalError, match="lead names"):
+        to_model_rate_batch(x[:, :7], fs_in, names, cfg)

@@ -217,3 +217,42 @@ def test_a_restarted_seq_counter_resets_the_bed_instead_of_silencing_it() -> Non
     assert [x.seq for x in wins] == [0, 1] and wins[0].start_ns == later
     # a genuinely old chunk (its samples lie before the buffer's end) is still out of order
     assert w.push(chunk(rec, 3)).dropped == "out_of_order"
+
+
+def test_cut_then_convert_in_one_batch_equals_converting_each_window() -> None:
+    """The worker cuts windows on the event loop (convert=False) and converts a batch of them in
+    its model thread: same signals and flags as the windower converting each window itself,
+    with gaps, lead-off (NaN) and beds of different lead sets mixed in one batch."""
+    from stream.windower import convert_windows
+
+    rec = record(24.0, seed=5)
+    rec[3, 2000:2600] = np.nan  # lead V2 off for 1.2 s
+    rec12 = np.concatenate([rec[:2], rec[:2].sum(0, keepdims=True), rec[:2], rec[:1], rec[2:]])[:12]
+    leads12 = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
+    eager, lazy = Windower(CFG), Windower(CFG, convert=False)
+    a, b = [], []
+    for s in list(range(10)) + list(range(12, 48)):  # seq 10-11 missing: a 1 s gap
+        for win, out in ((eager, a), (lazy, b)):
+            out += win.push(chunk(rec, s)).windows
+            out += win.push(chunk(rec12, s, bed="bed-12", leads=leads12)).windows
+    assert len(a) == len(b) > 8
+    assert all(x.signal is None and x.raw is not None for x in b)
+    assert convert_windows(b, CFG) is not None
+    for x, y in zip(a, b):
+        assert (x.bed_id, x.seq, x.start_ns, x.end_ns) == (y.bed_id, y.seq, y.start_ns, y.end_ns)
+        np.testing.assert_array_equal(x.signal, y.signal)
+        assert x.flags == y.flags and y.raw is None
+    assert any(GAP_FLAG in x.flags for x in a) and any("missing:V2" in x.flags for x in a)
+    assert convert_windows(b, CFG)[0].signal is b[0].signal  # converting again changes nothing
+
+
+def test_unmappable_leads_are_counted_once_per_window_not_raised() -> None:
+    rec = record(12.0)
+    w = Windower(CFG, convert=False)
+    leads = ("I", "I", "V1", "V2", "V3", "V4", "V5", "V6")  # lead I twice
+    out = []
+    for s in range(24):
+        r = w.push(chunk(rec, s, leads=leads))
+        assert not r.dropped
+        out += r.windows
+    assert out == [] and w.counts["unmappable"] == 2
