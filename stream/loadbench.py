@@ -76,12 +76,31 @@ class TrialResult:
     load_avg_1m: float = 0.0  # of the whole machine at the end of the trial (other tenants' load shows here)
     workers: int = 1  # worker processes (one consumer group); CPU and RSS above are their sum
     broker_cpu_percent: float | None = None  # the embedded broker's CPU (None with --bootstrap: not on this host)
+    host_probe_ms: float | None = None  # CPU ms of a fixed numpy workload just before the trial (host speed)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def ok(self, bound_ms: float) -> bool:
         """Kept up (>= 95 % of the expected windows) with p99 under the bound."""
         return (self.p99_latency_ms is not None and self.p99_latency_ms < bound_ms
                 and self.windows_per_s >= 0.95 * self.expected_windows_per_s)
+
+
+def host_probe_ms(repeats: int = 3) -> float:
+    """CPU milliseconds of a fixed single-threaded numpy workload (sort + FFT of 200k samples, x20), best of ``repeats``.
+
+    Run just before each trial while the services and workers are idle: the same work takes
+    110-160 ms on this VM at different times of one evening, and the latency tail of a trial
+    near the host's capacity follows it. Lower is a faster host.
+    """
+    x = np.random.default_rng(0).standard_normal(200_000)
+    best = math.inf
+    for _ in range(repeats):
+        t = time.process_time()
+        for _ in range(20):
+            np.sort(x)
+            np.fft.rfft(x)
+        best = min(best, time.process_time() - t)
+    return round(1000.0 * best, 1)
 
 
 def percentile(xs: list[float], q: float) -> float | None:
@@ -284,6 +303,7 @@ class LoadBench:
         cfg = load_checkpoint(self.settings.checkpoint or None).config if not hasattr(self, "cfg") else self.cfg
         self.cfg = cfg
         win, hop = Windower(cfg, hop_s=self.settings.hop_s).window_samples(self.pool.fs)
+        probe = host_probe_ms()  # before any CPU accounting starts
         procs = [psutil.Process(w.proc.pid) for w in self.workers]
         me = psutil.Process()
         broker = psutil.Process(self.broker_pid) if self.broker_pid else None
@@ -344,7 +364,7 @@ class LoadBench:
             generator_cpu_percent=round(float(np.mean([s[3] for s in steady_cpu])) if steady_cpu else 0.0, 1),
             chunks_sent=sent[0],
             load_avg_1m=round(os.getloadavg()[0], 2),
-            workers=len(self.workers), extra=stats,
+            workers=len(self.workers), extra=stats, host_probe_ms=probe,
             broker_cpu_percent=round(float(np.mean([c for t, c in broker_cpu if t >= self.opts.warmup_s] or [c for _, c in broker_cpu])), 1)
             if broker_cpu else None)
         log.info("trial %d: %s", self.trial_no, json.dumps(dataclasses.asdict(res)))
@@ -414,6 +434,55 @@ def stage_costs(batch: int = 16, repeats: int = 5, backend: str = "torch", check
     out["batch"] = batch
     out["windows_per_cpu_s"] = 1000.0 / out["total_ms"]
     return {k: round(v, 2) for k, v in out.items()}
+
+
+def call_costs(max_batch: int, windows: int = 64, calls: int = 10, backend: str = "torch", checkpoint: str | None = None,
+               threads: int = 1) -> dict[str, float]:
+    """Wall ms of one worker processing call that completes ``windows`` windows at once (a backlog),
+    in this process (real windowing, conversion, backend and policy; no Kafka, no Redis).
+
+    Measured at ``max_batch`` (micro-batches pipelined: the next one is converted on the event loop
+    while the model thread scores this one) and, as the baseline of the same run, with the whole
+    call as one batch (``max_batch = windows``: nothing to overlap). Median of ``calls`` calls.
+    """
+    import statistics
+
+    from engine.checkpoint import load_checkpoint
+    from engine.config import LEADS
+    from engine.predictor import make_predictor
+    from stream.processor import ModelInfo, StreamProcessor
+    from stream.schema import EcgChunk
+
+    loaded = load_checkpoint(checkpoint)
+    pool = SignalPool(n=12, seconds=30.0)
+    n = int(round(loaded.config.hop_s * pool.fs))  # one hop per chunk: every chunk from the 5th completes a window
+    warm = int(np.ceil(loaded.config.window_s / loaded.config.hop_s)) - 1
+    t0 = 1_700_000_000 * 10**9
+
+    def run(batch: int) -> float:
+        pred = make_predictor(backend, loaded, **({"threads": threads} if threads else {}))
+        proc = StreamProcessor(pred, ModelInfo("bench", "0", "-"), Settings(max_batch=batch))
+        proc.warmup()
+
+        async def go() -> list[float]:
+            times = []
+            for k in range(warm + calls):
+                items = [(EcgChunk(f"b{b}", f"p{b}", k, t0 + int(k * n * 1e9 / pool.fs), pool.fs, LEADS,
+                                   pool.read(b, k * n, n)), (b, k)) for b in range(windows)]
+                t = time.perf_counter()
+                res = await proc.process(items)
+                if len(res.scored) == windows:
+                    times.append(time.perf_counter() - t)
+            return times
+
+        try:
+            return 1000.0 * statistics.median(asyncio.run(go()))
+        finally:
+            proc.close()
+
+    piped, whole = run(max_batch), run(windows)
+    return {"call_windows": windows, "max_batch": max_batch, "call_ms": round(piped, 1),
+            "call_ms_one_batch": round(whole, 1), "call_speedup": round(whole / piped, 2)}
 
 
 def _r(v: float | None) -> float | None:
@@ -554,7 +623,7 @@ def _line(t: TrialResult, bound: float) -> str:
             f"{t.p50_latency_ms} ms p99 {t.p99_latency_ms} ms, unscored {t.unscored_windows}, lag max {t.max_lag_chunks} chunks, "
             f"worker CPU {t.worker_cpu_percent}% RSS {t.worker_rss_mb} MB, generator CPU {t.generator_cpu_percent}%, "
             f"broker CPU {t.broker_cpu_percent}%, "
-            f"load avg {t.load_avg_1m} "
+            f"load avg {t.load_avg_1m}, host probe {t.host_probe_ms} ms "
             f"-> {'OK' if t.ok(bound) else 'over bound / behind'}")
 
 
@@ -600,10 +669,15 @@ def bench_main(argv: list[str]) -> int:
                                      "instead of a temporary directory")
     p.add_argument("--plot", help="write a PNG of latency p50/p99 and worker CPU against beds (one point per trial)")
     p.add_argument("--stages", action="store_true",
-                   help="only measure the CPU ms per window of each worker stage in this process (no broker), then exit")
+                   help="only measure, in this process (no broker): the CPU ms per window of each worker stage, and the wall "
+                        "ms of a processing call that completes 64 windows at once, at --max-batch (pipelined micro-batches) "
+                        "against one batch of 64 (call_speedup); then exit")
     args = p.parse_args(argv)
     if args.stages:
-        print(json.dumps(stage_costs(batch=args.max_batch or 16, backend=args.backend, checkpoint=args.checkpoint)))
+        out = stage_costs(batch=args.max_batch or 16, backend=args.backend, checkpoint=args.checkpoint)
+        out.update(call_costs(args.max_batch or Settings().max_batch, backend=args.backend, checkpoint=args.checkpoint,
+                              threads=args.threads or 1))
+        print(json.dumps(out))
         return 0
     if args.beds < 1 or args.duration <= args.warmup or args.warmup < 0:
         p.error(f"--beds {args.beds} must be >= 1 and --duration {args.duration} > --warmup {args.warmup} >= 0")

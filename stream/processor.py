@@ -214,8 +214,7 @@ class StreamProcessor:
             self.technical.on_lag(max(0.0, (self.clock() - newest) / 1e9), self.clock())
         batches = self.batcher.extend(windows)
         batches.extend(self.batcher.flush())
-        for batch in batches:
-            await self._score_batch(batch, result)
+        await self._score_batches(batches, result)
         for bed_id in discharged:
             await self.policy_discharge(bed_id, self._last_window.get(bed_id), result)
         for bed_id in self.windower.evict_idle():
@@ -292,30 +291,51 @@ class StreamProcessor:
         self._dirty.clear()
         return await self.policy_store.save(states)
 
-    async def _score_batch(self, batch: list[EcgWindow], result: ProcessResult) -> None:
+    async def _score_batches(self, batches: list[list[EcgWindow]], result: ProcessResult) -> None:
+        """Score micro-batches in order, two stages overlapped.
+
+        Batch k+1 is converted (model rate, 12 leads, quality flags) and its labs are read on the
+        event loop while the model thread scores batch k; conversion holds the GIL, the backend
+        mostly does not, so the two use both cores. Results are applied strictly in batch order.
+        """
         loop = asyncio.get_running_loop()
-        # Model rate, 12 leads, quality flags: one pass for the micro-batch, on the event loop (in
-        # the model thread its many short numpy calls wait on the GIL behind the Kafka client).
-        convert_windows(batch, self.cfg)
-        if self.labcache is not None:
-            labs = await self.labcache.read_batch([(w.patient_id, w.end_ns) for w in batch])
-        else:
-            labs = [empty_labs() for _ in batch]
-        t0 = time.perf_counter()
+        pending: tuple[list[EcgWindow], list[PatientLabs], Any, PredictorLike] | None = None
+        for batch in batches:
+            # On the event loop: in the model thread its many short numpy calls wait on the GIL
+            # behind the Kafka client thread (measured slower).
+            convert_windows(batch, self.cfg)
+            if self.labcache is not None:
+                labs = await self.labcache.read_batch([(w.patient_id, w.end_ns) for w in batch])
+            else:
+                labs = [empty_labs() for _ in batch]
+            used = self.predictor
+            future = loop.run_in_executor(self.executor, self._infer, batch, labs, used)
+            if pending is not None:
+                await self._finish_batch(*pending, result)
+            pending = (batch, labs, future, used)
+        if pending is not None:
+            await self._finish_batch(*pending, result)
+
+    async def _finish_batch(self, batch: list[EcgWindow], labs: list[PatientLabs], future: Any, used: PredictorLike,
+                            result: ProcessResult) -> None:
+        loop = asyncio.get_running_loop()
         try:
-            probs, lead_w = await loop.run_in_executor(self.executor, self._infer, batch, labs)
+            probs, lead_w, infer_s = await future
         except Exception as exc:
-            if self._fallback is None or self.on_fallback:
+            if used is not self.predictor:
+                # An earlier batch of this call already switched to the fallback: score again with it.
+                probs, lead_w, infer_s = await loop.run_in_executor(self.executor, self._infer, batch, labs, self.predictor)
+            elif self._fallback is None or self.on_fallback:
                 # The caller stops the worker (nothing acked); the technical alarm goes out first.
                 self.technical.on_backend_error(exc, False, t_ns=self.clock())
                 raise
-            await loop.run_in_executor(self.executor, self._switch_to_fallback, exc, "on a batch")
-            self.technical.on_backend_error(exc, self.predictor.name, t_ns=self.clock())
-            probs, lead_w = await loop.run_in_executor(self.executor, self._infer, batch, labs)
+            else:
+                await loop.run_in_executor(self.executor, self._switch_to_fallback, exc, "on a batch")
+                self.technical.on_backend_error(exc, self.predictor.name, t_ns=self.clock())
+                probs, lead_w, infer_s = await loop.run_in_executor(self.executor, self._infer, batch, labs, self.predictor)
         else:
             if not self.on_fallback:
                 self.technical.on_backend_ok(self.clock())
-        infer_s = time.perf_counter() - t0
         if self.metrics is not None:
             self.metrics.observe_batch(len(batch), infer_s)
         for i, w in enumerate(batch):
@@ -337,15 +357,18 @@ class StreamProcessor:
         self.predictor = self._fallback()  # type: ignore[misc]  # callers check it is set
         self.on_fallback = True
 
-    def _infer(self, batch: list[EcgWindow], labs: list[PatientLabs]) -> tuple[np.ndarray, np.ndarray]:
+    def _infer(self, batch: list[EcgWindow], labs: list[PatientLabs],
+               predictor: PredictorLike) -> tuple[np.ndarray, np.ndarray, float]:
+        """(probabilities, lead weights, seconds) of a converted batch (runs in the model thread)."""
+        t0 = time.perf_counter()
         x = np.stack([w.signal for w in batch])  # (B, 12, T)
         lab_v = np.stack([p.values for p in labs]).astype(np.float32)  # (B, D_lab)
         lab_m = np.stack([p.mask for p in labs]).astype(np.float32)
         inputs = model_inputs(x, self.cfg, lab_v, lab_m)
-        pred = self.predictor.predict(inputs.ecg, inputs.image, inputs.labs, inputs.lab_mask)
+        pred = predictor.predict(inputs.ecg, inputs.image, inputs.labs, inputs.lab_mask)
         probs = np.asarray(pred.probs, dtype=np.float64).reshape(-1)
         lead_w = np.asarray(pred.lead_weights, dtype=np.float64).reshape(len(batch), -1)
-        return probs, lead_w
+        return probs, lead_w, time.perf_counter() - t0
 
     async def store_snapshots(self, snapshots: list[tuple[str, EcgWindow]]) -> int:
         """Draw each episode-start window on ECG paper and store it in Redis; returns how many were stored.
@@ -366,7 +389,7 @@ class StreamProcessor:
 
         blank = EcgWindow("warmup", "warmup", 0, 0, 0, np.zeros((len(LEADS), self.cfg.T), np.float32))
         try:
-            self._infer([blank], [_empty()])
+            self._infer([blank], [_empty()], self.predictor)
         except Exception as exc:
             # A backend that cannot even score a blank window (GPU gone, bad plan) is the same fault
             # as one failing at run time: use the fallback from the start and say so on every bed.
@@ -374,7 +397,7 @@ class StreamProcessor:
                 raise
             self._switch_to_fallback(exc, "at warm-up")
             self.technical.on_backend_error(exc, self.predictor.name, t_ns=self.clock())
-            self._infer([blank], [_empty()])
+            self._infer([blank], [_empty()], self.predictor)
         if self.snapshot is not None:
             try:
                 self.snapshot(blank)

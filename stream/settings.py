@@ -59,7 +59,10 @@ class Settings:
     fallback_backend: str = ""  # used if the primary backend fails (e.g. GPU lost)
     device: str = "cpu"
     threads: int = 0  # intra-op CPU threads of the model backend (0 = the backend's default: all cores)
-    max_batch: int = 64
+    # Windows per model call. A call's micro-batches are pipelined (the next one is converted while
+    # the model scores this one): a backlog of 64 windows is scored in ~300 ms at 16, ~450 ms as
+    # one batch of 64 (int8-static, 1 thread; docs/BENCHMARKS.md). GPU backends may want more.
+    max_batch: int = 16
     max_wait_ms: int = 50
     hop_s: float = 0.0  # 0 = the checkpoint's hop
     # alert policy (thresholds 0 = from the checkpoint)

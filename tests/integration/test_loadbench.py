@@ -36,6 +36,7 @@ def test_a_short_load_trial_measures_every_window(services, unique, tmp_path: Pa
     assert out["windows"] >= 8 and out["windows_per_s"] == pytest.approx(out["expected_windows_per_s"])
     assert 0 < out["p50_latency_ms"] <= out["p99_latency_ms"] < 10_000
     assert out["worker_cpu_percent"] > 0 and out["worker_rss_mb"] > 50 and out["broker_cpu_percent"] is not None
+    assert 1 < out["host_probe_ms"] < 10_000 and "host probe" in lines[0]
     assert out["chunks_sent"] == 4 * (32 + 1)  # 0.5 s chunks for 16 s + end of stream
     assert out["worker_exit"] in (0, -15) and len(out["trials"]) == 1 and len(lines) == 1
 
@@ -49,3 +50,13 @@ def test_bench_load_help_and_bad_arguments() -> None:
     bad = subprocess.run([sys.executable, "-m", "mirage", "bench", "load", "--workers", "0"],
                          capture_output=True, text=True, cwd=REPO, timeout=60)
     assert bad.returncode == 2 and "--workers 0" in bad.stderr
+
+
+def test_call_costs_measures_pipelined_and_one_batch_calls() -> None:
+    """The in-process call bench scores every window of every call with the real model (no broker)."""
+    from stream.loadbench import call_costs
+
+    out = call_costs(max_batch=2, windows=4, calls=2, backend="torch")
+    assert (out["call_windows"], out["max_batch"]) == (4, 2)
+    assert out["call_ms"] > 0 and out["call_ms_one_batch"] > 0
+    assert out["call_speedup"] == round(out["call_ms_one_batch"] / out["call_ms"], 2)

@@ -188,6 +188,29 @@ async def test_runtime_backend_failure_switches_to_the_fallback() -> None:
     assert (tech.kind, tech.phase) == ("backend_failed", "start") and "cpu-fallback" in " ".join(tech.advisories)
 
 
+async def test_fallback_mid_call_with_several_batches_in_flight() -> None:
+    """Batch k+1 is queued in the model thread while batch k is scored: when k fails and the
+    worker switches to the fallback, k+1 (already submitted to the failed backend) is scored
+    again with the fallback, not counted as a second failure."""
+    proc = StreamProcessor(GpuGone(), INFO, settings(max_batch=1), fallback=CpuFallback)
+    items = [(c, c.seq) for bed, seed in (("a", 1), ("b", 2), ("c", 3)) for c in chunks(bed, bed_record(1.0, 14, seed), range(14))]
+    res = await proc.process(items)
+    assert len(res.scored) == 9 and proc.on_fallback and proc.predictor.batches == [1] * 9
+    tech = [a for a in res.alerts if a.alert_type == "technical"]
+    assert {(a.kind, a.phase) for a in tech} == {("backend_failed", "start")}
+    assert sorted(a.bed_id for a in tech) == ["a", "b", "c"]  # one alarm per bed, one switch
+
+
+async def test_batches_are_applied_in_order_while_the_next_one_is_converted() -> None:
+    pred = AmplitudePredictor()
+    proc = StreamProcessor(pred, INFO, settings(max_batch=2))
+    items = [(c, c.seq) for bed, seed in (("a", 1), ("b", 2), ("c", 3)) for c in chunks(bed, bed_record(1.0, 14, seed), range(14))]
+    res = await proc.process(items)
+    assert pred.batches == [2, 2, 2, 2, 1]
+    assert [(s.window.bed_id, s.window.seq) for s in res.scored] == [(b, k) for b in "abc" for k in range(3)]
+    assert all(s.window.signal is not None and s.window.raw is None for s in res.scored)
+
+
 async def test_idle_discharge_by_the_timer_ends_the_mi_episode() -> None:
     """No chunk at all after the bed went silent: the timer's tick discharges it past
     ``idle_discharge_s``, ending no_data AND the MI episode (same id, on the last scored window)."""
