@@ -88,9 +88,9 @@ class TrialResult:
 def host_probe_ms(repeats: int = 3) -> float:
     """CPU milliseconds of a fixed single-threaded numpy workload (sort + FFT of 200k samples, x20), best of ``repeats``.
 
-    Run just before each trial while the services and workers are idle: the same work takes
-    110-160 ms on this VM at different times of one evening, and the latency tail of a trial
-    near the host's capacity follows it. Lower is a faster host.
+    Run just before each trial while the services and workers are idle, so trials taken at
+    different times can be compared (the same work took 80-161 ms on this VM within one evening).
+    Lower is a faster host. It did not predict the 200-bed tail (docs/BENCHMARKS.md).
     """
     x = np.random.default_rng(0).standard_normal(200_000)
     best = math.inf
