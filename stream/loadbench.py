@@ -660,6 +660,9 @@ def bench_main(argv: list[str]) -> int:
                         "many bytes arrived or fetch_max_wait_ms passed - fewer, bigger fetches")
     p.add_argument("--max-batch", type=int, default=0, help="worker micro-batch size (default: the settings' 64; with --stages the batch measured, default 16)")
     p.add_argument("--profile", help="write a py-spy profile of the worker over the steady period (.svg flamegraph, .json speedscope, .txt collapsed)")
+    p.add_argument("--chunk-s", type=float, default=0.5,
+                   help="seconds of ECG per message each simulated gateway sends (default 0.5; fewer, larger messages "
+                        "cost the broker and the workers' Kafka clients less)")
     p.add_argument("--synchronized", action="store_true",
                    help="start every bed at the same instant (all windows complete together: worst-case burst); "
                         "default: bed starts spread evenly over one hop, as unsynchronised monitors are")
@@ -681,13 +684,16 @@ def bench_main(argv: list[str]) -> int:
         return 0
     if args.beds < 1 or args.duration <= args.warmup or args.warmup < 0:
         p.error(f"--beds {args.beds} must be >= 1 and --duration {args.duration} > --warmup {args.warmup} >= 0")
+    if not 0 < args.chunk_s <= 10 or abs(args.chunk_s * 500 - round(args.chunk_s * 500)) > 1e-6:
+        p.error(f"--chunk-s {args.chunk_s} must be in (0, 10] s and a whole number of samples at 500 Hz")
     if args.workers < 1 or args.threads < 0:
         p.error(f"--workers {args.workers} must be >= 1 and --threads {args.threads} >= 0")
     if bool(args.bootstrap) != bool(args.redis_url):
         p.error("--bootstrap and --redis-url go together")
     opts = BenchOptions(beds=args.beds, duration_s=args.duration, warmup_s=args.warmup, backend=args.backend,
                         checkpoint=args.checkpoint, find_max=args.find_max, p99_bound_ms=args.p99_bound_ms,
-                        max_beds=args.max_beds, synchronized=args.synchronized, workers=args.workers, profile=Path(args.profile).resolve() if args.profile else None)
+                        max_beds=args.max_beds, synchronized=args.synchronized, workers=args.workers, chunk_s=args.chunk_s,
+                        profile=Path(args.profile).resolve() if args.profile else None)
     extra: dict[str, Any] = {"backend": args.backend, "checkpoint": args.checkpoint or ""}
     if args.max_batch:
         extra["max_batch"] = args.max_batch

@@ -50,6 +50,9 @@ def test_bench_load_help_and_bad_arguments() -> None:
     bad = subprocess.run([sys.executable, "-m", "mirage", "bench", "load", "--workers", "0"],
                          capture_output=True, text=True, cwd=REPO, timeout=60)
     assert bad.returncode == 2 and "--workers 0" in bad.stderr
+    bad = subprocess.run([sys.executable, "-m", "mirage", "bench", "load", "--chunk-s", "0.0031"],
+                         capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert bad.returncode == 2 and "--chunk-s 0.0031" in bad.stderr
 
 
 def test_call_costs_measures_pipelined_and_one_batch_calls() -> None:
