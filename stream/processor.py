@@ -137,8 +137,8 @@ class StreamProcessor:
         self.snapshot = snapshot
         self.clock = clock or time.time_ns
         self.metrics = metrics
-        # Windows are cut on the event loop and converted (resampling, quality flags) in the model
-        # thread, a batch at a time: the loop that fetches from Kafka never waits on signal processing.
+        # Windows are cut here and converted (resampling, quality flags) a micro-batch at a time in
+        # _score_batches, overlapped with the model thread scoring the previous micro-batch.
         self.windower = Windower(self.cfg, hop_s=settings.hop_s, idle_s=settings.idle_discharge_s, clock=self.clock,
                                  convert=False)
         self.batcher: MicroBatcher[EcgWindow] = MicroBatcher(settings.max_batch, settings.max_wait_ms / 1000.0)
@@ -300,21 +300,30 @@ class StreamProcessor:
         """
         loop = asyncio.get_running_loop()
         pending: tuple[list[EcgWindow], list[PatientLabs], Any, PredictorLike] | None = None
-        for batch in batches:
-            # On the event loop: in the model thread its many short numpy calls wait on the GIL
-            # behind the Kafka client thread (measured slower).
-            convert_windows(batch, self.cfg)
-            if self.labcache is not None:
-                labs = await self.labcache.read_batch([(w.patient_id, w.end_ns) for w in batch])
-            else:
-                labs = [empty_labs() for _ in batch]
-            used = self.predictor
-            future = loop.run_in_executor(self.executor, self._infer, batch, labs, used)
+        try:
+            for batch in batches:
+                # On the event loop: in the model thread its many short numpy calls wait on the GIL
+                # behind the Kafka client thread (measured slower).
+                convert_windows(batch, self.cfg)
+                if self.labcache is not None:
+                    labs = await self.labcache.read_batch([(w.patient_id, w.end_ns) for w in batch])
+                else:
+                    labs = [empty_labs() for _ in batch]
+                used = self.predictor
+                future = loop.run_in_executor(self.executor, self._infer, batch, labs, used)
+                if pending is not None:
+                    previous, pending = pending, (batch, labs, future, used)
+                    await self._finish_batch(*previous, result)
+                else:
+                    pending = (batch, labs, future, used)
             if pending is not None:
-                await self._finish_batch(*pending, result)
-            pending = (batch, labs, future, used)
-        if pending is not None:
-            await self._finish_batch(*pending, result)
+                last, pending = pending, None
+                await self._finish_batch(*last, result)
+        finally:
+            if pending is not None:
+                # This call failed before the queued batch was applied (the worker stops, nothing of
+                # it is acknowledged); retrieve its outcome so it is not reported as never retrieved.
+                pending[2].add_done_callback(lambda f: None if f.cancelled() else f.exception())
 
     async def _finish_batch(self, batch: list[EcgWindow], labs: list[PatientLabs], future: Any, used: PredictorLike,
                             result: ProcessResult) -> None:

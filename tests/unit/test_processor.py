@@ -201,6 +201,22 @@ async def test_fallback_mid_call_with_several_batches_in_flight() -> None:
     assert sorted(a.bed_id for a in tech) == ["a", "b", "c"]  # one alarm per bed, one switch
 
 
+async def test_a_failing_backend_with_a_batch_queued_behind_it_raises_cleanly(caplog) -> None:
+    """No fallback: the call raises (the worker stops, nothing acked); the batch already queued in
+    the model thread behind the failed one must not leave an unretrieved exception behind."""
+    import asyncio
+    import gc
+
+    proc = StreamProcessor(GpuGone(), INFO, settings(max_batch=1))
+    items = [(c, c.seq) for bed, seed in (("a", 1), ("b", 2)) for c in chunks(bed, bed_record(1.0, 14, seed), range(14))]
+    with pytest.raises(RuntimeError, match="no device"):
+        await proc.process(items)
+    await asyncio.sleep(0.2)  # let the queued batch finish in the model thread
+    gc.collect()
+    await asyncio.sleep(0)
+    assert "never retrieved" not in caplog.text
+
+
 async def test_batches_are_applied_in_order_while_the_next_one_is_converted() -> None:
     pred = AmplitudePredictor()
     proc = StreamProcessor(pred, INFO, settings(max_batch=2))
