@@ -392,11 +392,11 @@ class LoadBench:
 def stage_costs(batch: int = 16, repeats: int = 5, backend: str = "torch", checkpoint: str | None = None) -> dict[str, float]:
     """CPU milliseconds per window of each stage the worker runs, measured in this process (no Kafka).
 
-    Stages, all in the worker's model thread, at micro-batch ``batch``: ``to_model_rate`` (lead
-    mapping + 500 -> cfg.fs resampling) and ``quality_flags`` (both once per batch:
+    Stages, at micro-batch ``batch``: ``to_model_rate`` (lead mapping + 500 -> cfg.fs resampling)
+    and ``quality_flags`` (both once per batch, on the event loop:
     :func:`stream.windower.convert_windows`), ``model_inputs`` (conditioning + rendering) and
-    ``predict`` (the backend); best of ``repeats`` (process CPU time). ``per_window_convert_ms``
-    is the same conversion done one window at a time (how the event loop did it before).
+    ``predict`` (the backend), both in the model thread; best of ``repeats`` (process CPU time).
+    ``per_window_convert_ms`` is the same conversion done one window at a time (as before batching).
     """
     from engine.checkpoint import load_checkpoint
     from engine.config import LEADS
@@ -658,7 +658,7 @@ def bench_main(argv: list[str]) -> int:
     p.add_argument("--fetch-min-bytes", type=int, default=0,
                    help="the workers' Kafka fetch_min_bytes (default: the settings' 1): the broker holds a fetch until this "
                         "many bytes arrived or fetch_max_wait_ms passed - fewer, bigger fetches")
-    p.add_argument("--max-batch", type=int, default=0, help="worker micro-batch size (default: the settings' 64; with --stages the batch measured, default 16)")
+    p.add_argument("--max-batch", type=int, default=0, help="worker micro-batch size (default: the settings' 16; with --stages the batch measured, default 16)")
     p.add_argument("--profile", help="write a py-spy profile of the worker over the steady period (.svg flamegraph, .json speedscope, .txt collapsed)")
     p.add_argument("--chunk-s", type=float, default=0.5,
                    help="seconds of ECG per message each simulated gateway sends (default 0.5; fewer, larger messages "

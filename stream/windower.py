@@ -32,9 +32,9 @@ Design choices (see docs/STREAMING.md):
 * **Cutting and converting are two steps.** :meth:`Windower.push` with ``convert=False`` cuts
   windows at the source rate only (cheap bookkeeping); :func:`convert_windows` then maps,
   resamples and quality-checks a whole batch of them at once (bit-identical to converting each
-  one alone). The stream worker converts in its model thread, so the event loop that fetches
-  from Kafka never waits on signal processing. The default (``convert=True``) converts before
-  returning.
+  one alone). The stream worker converts each micro-batch on its event loop while the model
+  thread scores the previous one (:mod:`stream.processor`). The default (``convert=True``)
+  converts before returning.
 """
 
 from __future__ import annotations
@@ -92,10 +92,6 @@ class EcgWindow:
     raw: np.ndarray | None = None
     source_fs: float = 0.0
     source_leads: tuple[str, ...] = ()
-
-    @property
-    def converted(self) -> bool:
-        return self.signal is not None
 
 
 def convert_windows(windows: Sequence[EcgWindow], cfg: MirageConfig) -> list[EcgWindow]:

@@ -166,6 +166,19 @@ def _finite_lead_flags(arr: np.ndarray, fs: float, names: list[str], th: Quality
     return out
 
 
+def _rows_flags(rows: np.ndarray, fs: float, names: list[str], th: QualityThresholds) -> list[list[str]]:
+    """:func:`lead_flags` of every row of ``rows`` (R, T): all-finite rows together, rows with gaps one by one."""
+    out: list[list[str]] = [[] for _ in range(rows.shape[0])]
+    finite = np.isfinite(rows).all(axis=1)
+    if rows.shape[1] >= 3 and finite.any():
+        idx = np.flatnonzero(finite)
+        for i, f in zip(idx, _finite_lead_flags(rows[idx], fs, [names[i] for i in idx], th)):
+            out[i] = f
+    for i in np.flatnonzero(~finite | (rows.shape[1] < 3)):
+        out[i] = lead_flags(rows[i], fs, names[i], th)
+    return out
+
+
 def assess(window: np.ndarray, fs: float, th: QualityThresholds = DEFAULT_THRESHOLDS) -> QualityReport:
     """Quality flags and verdict of one raw window (12, T) in mV, leads in :data:`LEADS` order."""
     arr = np.asarray(window, dtype=np.float64)
@@ -173,14 +186,7 @@ def assess(window: np.ndarray, fs: float, th: QualityThresholds = DEFAULT_THRESH
         raise SignalError(f"quality checks expect a (12, T) window in mV, got shape {arr.shape}")
     if fs <= 0:
         raise SignalError(f"sampling rate must be positive, got fs={fs}")
-    per_lead: list[list[str]] = [[] for _ in LEADS]
-    finite = np.isfinite(arr).all(axis=1)
-    if arr.shape[1] >= 3 and finite.any():
-        idx = np.flatnonzero(finite)
-        for i, f in zip(idx, _finite_lead_flags(arr[idx], fs, [LEADS[i] for i in idx], th)):
-            per_lead[i] = f
-    for i in np.flatnonzero(~finite | (arr.shape[1] < 3)):
-        per_lead[i] = lead_flags(arr[i], fs, LEADS[i], th)
+    per_lead = _rows_flags(arr, fs, list(LEADS), th)
     flags = [f for fl in per_lead for f in fl]
     bad = [name for name, fl in zip(LEADS, per_lead) if fl]
     return QualityReport(flags=tuple(flags), bad_leads=tuple(bad), evaluable=len(bad) <= th.max_bad_leads)
@@ -204,14 +210,5 @@ def quality_flags_batch(windows: np.ndarray, fs: float, th: QualityThresholds = 
     if fs <= 0:
         raise SignalError(f"sampling rate must be positive, got fs={fs}")
     B, L, T = arr.shape
-    rows = arr.reshape(B * L, T)
-    per_row: list[list[str]] = [[] for _ in range(B * L)]
-    names = [LEADS[i % L] for i in range(B * L)]
-    finite = np.isfinite(rows).all(axis=1)
-    if T >= 3 and finite.any():
-        idx = np.flatnonzero(finite)
-        for i, f in zip(idx, _finite_lead_flags(rows[idx], fs, [names[i] for i in idx], th)):
-            per_row[i] = f
-    for i in np.flatnonzero(~finite | (T < 3)):
-        per_row[i] = lead_flags(rows[i], fs, names[i], th)
+    per_row = _rows_flags(arr.reshape(B * L, T), fs, list(LEADS) * B, th)
     return [[f for fl in per_row[b * L:(b + 1) * L] for f in fl] for b in range(B)]
