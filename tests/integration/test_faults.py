@@ -458,6 +458,14 @@ async def test_burst_keeps_buffers_batches_and_memory_bounded(services, unique: 
             assert time.monotonic() - burst_sent < 180, {k: v for k, v in worker.read().items() if k != "scored_seqs"}
             await asyncio.sleep(0.3)
         drain_s = time.monotonic() - burst_sent
+        # The gauges are refreshed by the worker's 1 s housekeeping timer, and a fast host can drain the whole
+        # burst before the loop above scrapes once (CI saw peak 0.0): read them again once they have caught up.
+        # The beds still hold their tail samples here (idle discharge is idle_s away).
+        await asyncio.sleep(2.5)
+        text = await scrape(s.metrics_port)
+        peak_buffered = max(peak_buffered, metric(text, "mirage_buffered_samples"))
+        peak_beds = max(peak_beds, metric(text, "mirage_beds"))
+        peak_rss = max(peak_rss, rss_mb(worker.proc.pid))
         # every bed falls silent; one keeps trickling (eviction runs as chunks are processed). NB: eviction is
     # by the local clock between consumptions, so idle_discharge_s must exceed the longest processing
     # stall (with 4 s on this loaded 2-core machine beds were evicted mid-burst and lost a window).
