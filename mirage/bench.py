@@ -1,4 +1,4 @@
-"""``mirage bench render|infer|load``: benchmarks that print a JSON line last.
+"""``mirage bench render|infer|load|broker``: benchmarks that print a JSON line last.
 
 Targets are met here, as a ratio to a baseline measured in the same run, never in unit tests.
 """
@@ -12,12 +12,13 @@ BENCHES = {
     "render": ("engine.render.bench:bench_main", "project renderer vs matplotlib, images/s and speedup"),
     "infer": ("trt.bench:bench_main", "every inference backend at several batch sizes vs torch eager fp32"),
     "load": ("stream.loadbench:bench_main", "N live beds through broker + worker: windows/s, latency p50/p99"),
+    "broker": ("stream.brokerbench:bench_main", "the embedded broker's CPU over time under a fixed message flow, by producer linger"),
 }
 
 
 def bench_main(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
-        print("usage: mirage bench {render,infer,load} [options]\n")
+        print("usage: mirage bench {render,infer,load,broker} [options]\n")
         for name, (_, summary) in BENCHES.items():
             print(f"  {name:<8} {summary}")
         print("\nEach prints a JSON line last. Run 'mirage bench NAME --help' for options.")

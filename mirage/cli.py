@@ -45,7 +45,7 @@ COMMANDS: dict[str, Command] = {
     "build-engine": Command("trt.cli:build_engine_main", "build a TensorRT plan from the ONNX export", "compile"),
     "triton-repo": Command("trt.cli:triton_repo_main", "write a Triton Inference Server model repository", "compile"),
     # measurement
-    "bench": Command("mirage.bench:bench_main", "benchmarks: render | infer | load (JSON line last)", "measure"),
+    "bench": Command("mirage.bench:bench_main", "benchmarks: render | infer | load | broker (JSON line last)", "measure"),
 }
 
 _GROUPS = {"run": "Run the system", "model": "Model and data", "compile": "Compiled inference", "measure": "Measure"}

@@ -77,6 +77,7 @@ class TrialResult:
     workers: int = 1  # worker processes (one consumer group); CPU and RSS above are their sum
     broker_cpu_percent: float | None = None  # the embedded broker's CPU (None with --bootstrap: not on this host)
     host_probe_ms: float | None = None  # CPU ms of a fixed numpy workload just before the trial (host speed)
+    broker_cpu_last10s_percent: float | None = None  # the broker's CPU over the trial's last 10 s (it grows with what it holds)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def ok(self, bound_ms: float) -> bool:
@@ -228,6 +229,7 @@ class BenchOptions:
     duration_s: float = 60.0
     warmup_s: float = 20.0  # past every bed's first window (10 s) and the burst it causes
     chunk_s: float = 0.5
+    linger_ms: int = 5  # the simulated gateways' producer linger (batching of their messages)
     backend: str = "torch"
     checkpoint: str | None = None
     find_max: bool = False
@@ -310,7 +312,7 @@ class LoadBench:
         for proc in [*procs, me, *([broker] if broker else [])]:
             proc.cpu_percent(None)
         broker_cpu: list[tuple[float, float]] = []
-        producer = AIOKafkaProducer(**self.settings.kafka_client_kwargs(), acks="all", linger_ms=5,
+        producer = AIOKafkaProducer(**self.settings.kafka_client_kwargs(), acks="all", linger_ms=self.opts.linger_ms,
                                     max_request_size=self.settings.max_message_bytes, enable_idempotence=False)
         await producer.start()
         sent = [0]
@@ -366,7 +368,9 @@ class LoadBench:
             load_avg_1m=round(os.getloadavg()[0], 2),
             workers=len(self.workers), extra=stats, host_probe_ms=probe,
             broker_cpu_percent=round(float(np.mean([c for t, c in broker_cpu if t >= self.opts.warmup_s] or [c for _, c in broker_cpu])), 1)
-            if broker_cpu else None)
+            if broker_cpu else None,
+            broker_cpu_last10s_percent=(round(float(np.mean([c for t, c in broker_cpu if t >= broker_cpu[-1][0] - 10.0])), 1)
+                                        if broker_cpu else None))
         log.info("trial %d: %s", self.trial_no, json.dumps(dataclasses.asdict(res)))
         return res
 
@@ -525,6 +529,7 @@ def summarize(trials: list[TrialResult], settings: Settings, opts: BenchOptions,
     out.update({"backend": settings.backend, "hop_s": settings.hop_s or hop_s,
                 "p99_bound_ms": opts.p99_bound_ms, "worker_exit": code, "cpu_count": os.cpu_count(),
                 "synchronized": opts.synchronized, "workers": opts.workers, "threads": settings.threads,
+                "chunk_s": opts.chunk_s, "gateway_linger_ms": opts.linger_ms,
                 "trials": [{k: v for k, v in dataclasses.asdict(t).items() if k != "extra"} for t in trials]})
     if opts.find_max:
         ok = [t.beds for t in trials if t.ok(opts.p99_bound_ms)]
@@ -622,7 +627,7 @@ def _line(t: TrialResult, bound: float) -> str:
     return (f"beds {t.beds:4d} ({t.workers} worker{'s' if t.workers > 1 else ''}): {t.windows_per_s:7.2f} windows/s (expected {t.expected_windows_per_s:.2f}), latency p50 "
             f"{t.p50_latency_ms} ms p99 {t.p99_latency_ms} ms, unscored {t.unscored_windows}, lag max {t.max_lag_chunks} chunks, "
             f"worker CPU {t.worker_cpu_percent}% RSS {t.worker_rss_mb} MB, generator CPU {t.generator_cpu_percent}%, "
-            f"broker CPU {t.broker_cpu_percent}%, "
+            f"broker CPU {t.broker_cpu_percent}% (last 10 s {t.broker_cpu_last10s_percent}%), "
             f"load avg {t.load_avg_1m}, host probe {t.host_probe_ms} ms "
             f"-> {'OK' if t.ok(bound) else 'over bound / behind'}")
 
@@ -663,6 +668,10 @@ def bench_main(argv: list[str]) -> int:
     p.add_argument("--chunk-s", type=float, default=0.5,
                    help="seconds of ECG per message each simulated gateway sends (default 0.5; fewer, larger messages "
                         "cost the broker and the workers' Kafka clients less)")
+    p.add_argument("--gateway-linger-ms", type=int, default=5,
+                   help="linger_ms of the simulated gateways' Kafka producer (default 5, the Java client's default): how "
+                        "long it collects messages into one batch. Counted in the latency. Tansu, the embedded broker, "
+                        "scans its stored batches on every fetch, so fewer, larger batches cost it less: see docs/BENCHMARKS.md")
     p.add_argument("--synchronized", action="store_true",
                    help="start every bed at the same instant (all windows complete together: worst-case burst); "
                         "default: bed starts spread evenly over one hop, as unsynchronised monitors are")
@@ -686,6 +695,8 @@ def bench_main(argv: list[str]) -> int:
         p.error(f"--beds {args.beds} must be >= 1 and --duration {args.duration} > --warmup {args.warmup} >= 0")
     if not 0 < args.chunk_s <= 10 or abs(args.chunk_s * 500 - round(args.chunk_s * 500)) > 1e-6:
         p.error(f"--chunk-s {args.chunk_s} must be in (0, 10] s and a whole number of samples at 500 Hz")
+    if not 0 <= args.gateway_linger_ms <= 1000:
+        p.error(f"--gateway-linger-ms {args.gateway_linger_ms} must be in [0, 1000]")
     if args.workers < 1 or args.threads < 0:
         p.error(f"--workers {args.workers} must be >= 1 and --threads {args.threads} >= 0")
     if bool(args.bootstrap) != bool(args.redis_url):
@@ -693,6 +704,7 @@ def bench_main(argv: list[str]) -> int:
     opts = BenchOptions(beds=args.beds, duration_s=args.duration, warmup_s=args.warmup, backend=args.backend,
                         checkpoint=args.checkpoint, find_max=args.find_max, p99_bound_ms=args.p99_bound_ms,
                         max_beds=args.max_beds, synchronized=args.synchronized, workers=args.workers, chunk_s=args.chunk_s,
+                        linger_ms=args.gateway_linger_ms,
                         profile=Path(args.profile).resolve() if args.profile else None)
     extra: dict[str, Any] = {"backend": args.backend, "checkpoint": args.checkpoint or ""}
     if args.max_batch:

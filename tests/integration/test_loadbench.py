@@ -36,23 +36,30 @@ def test_a_short_load_trial_measures_every_window(services, unique, tmp_path: Pa
     assert out["windows"] >= 8 and out["windows_per_s"] == pytest.approx(out["expected_windows_per_s"])
     assert 0 < out["p50_latency_ms"] <= out["p99_latency_ms"] < 10_000
     assert out["worker_cpu_percent"] > 0 and out["worker_rss_mb"] > 50 and out["broker_cpu_percent"] is not None
+    assert out["broker_cpu_last10s_percent"] is not None and (out["chunk_s"], out["gateway_linger_ms"]) == (0.5, 5)
     assert 1 < out["host_probe_ms"] < 10_000 and "host probe" in lines[0]
     assert out["chunks_sent"] == 4 * (32 + 1)  # 0.5 s chunks for 16 s + end of stream
     assert out["worker_exit"] in (0, -15) and len(out["trials"]) == 1 and len(lines) == 1
 
 
-def test_bench_load_help_and_bad_arguments() -> None:
-    ok = subprocess.run([sys.executable, "-m", "mirage", "bench", "load", "--help"], capture_output=True, text=True, cwd=REPO, timeout=60)
+def _bench(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "mirage", "bench", *args], capture_output=True, text=True, cwd=REPO, timeout=60)
+
+
+@pytest.mark.parametrize("args,named", [
+    (("--duration", "5", "--warmup", "10"), "--duration"),
+    (("--workers", "0"), "--workers 0"),
+    (("--chunk-s", "0.0031"), "--chunk-s 0.0031"),
+    (("--gateway-linger-ms", "-1"), "--gateway-linger-ms -1"),
+])
+def test_bench_load_rejects_bad_arguments_naming_them(args: tuple[str, ...], named: str) -> None:
+    bad = _bench("load", *args)
+    assert bad.returncode == 2 and named in bad.stderr
+
+
+def test_bench_load_help() -> None:
+    ok = _bench("load", "--help")
     assert ok.returncode == 0 and "--find-max" in ok.stdout and "--p99-bound-ms" in ok.stdout
-    bad = subprocess.run([sys.executable, "-m", "mirage", "bench", "load", "--duration", "5", "--warmup", "10"],
-                         capture_output=True, text=True, cwd=REPO, timeout=60)
-    assert bad.returncode == 2 and "--duration" in bad.stderr
-    bad = subprocess.run([sys.executable, "-m", "mirage", "bench", "load", "--workers", "0"],
-                         capture_output=True, text=True, cwd=REPO, timeout=60)
-    assert bad.returncode == 2 and "--workers 0" in bad.stderr
-    bad = subprocess.run([sys.executable, "-m", "mirage", "bench", "load", "--chunk-s", "0.0031"],
-                         capture_output=True, text=True, cwd=REPO, timeout=60)
-    assert bad.returncode == 2 and "--chunk-s 0.0031" in bad.stderr
 
 
 def test_call_costs_measures_pipelined_and_one_batch_calls() -> None:
@@ -64,3 +71,27 @@ def test_call_costs_measures_pipelined_and_one_batch_calls() -> None:
     assert out["call_ms"] > 0 and out["call_ms_one_batch"] > 0
     # call_speedup is the ratio of the unrounded medians; the printed ms are rounded to 0.1
     assert out["call_speedup"] == pytest.approx(out["call_ms_one_batch"] / out["call_ms"], rel=0.01, abs=0.01)
+
+
+def test_broker_bench_runs_each_configuration_on_a_fresh_broker_and_reads_back_every_message() -> None:
+    """``mirage bench broker`` in miniature: two producer lingers, every message produced is consumed."""
+    from stream.brokerbench import run
+
+    lines: list[str] = []
+    out = run([5, 50], [20], rate=50, size=1000, keys=10, partitions=2, duration_s=4.0, say=lines.append)
+    assert [(r["linger_ms"], r["fetch_max_wait_ms"]) for r in out["runs"]] == [(5, 20), (50, 20)] and len(lines) == 2
+    for r in out["runs"]:
+        assert r["produced"] >= 150 and r["consumed"] == r["produced"], r
+        assert r["broker_cpu_per_10s"] and r["broker_cpu_last10s_percent"] >= 0
+    assert out["runs"][0]["last10s_ratio_to_baseline"] == 1.0 or out["runs"][0]["broker_cpu_last10s_percent"] == 0
+
+
+@pytest.mark.parametrize("args,named", [(("--linger-ms", "5,x"), "--linger-ms '5,x'"), (("--rate", "0"), "--rate 0")])
+def test_bench_broker_rejects_bad_values_naming_them(args: tuple[str, ...], named: str) -> None:
+    bad = _bench("broker", *args)
+    assert bad.returncode == 2 and named in bad.stderr
+
+
+def test_bench_lists_the_broker_bench() -> None:
+    ok = _bench("--help")
+    assert ok.returncode == 0 and "broker" in ok.stdout
