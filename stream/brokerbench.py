@@ -134,9 +134,11 @@ def bench_main(argv: list[str]) -> int:
         prog="mirage bench broker",
         description="The embedded broker's (Tansu) CPU over time under a fixed flow of ECG-chunk-sized messages, one fresh "
                     "broker per configuration; the first configuration is the baseline. Default: 400 messages/s of 4.2 KB "
-                    "(200 beds sending 0.5 s chunks), 4 partitions, 60 s, producer linger 5 then 50 ms.")
+                    "(200 beds sending 0.5 s chunks), 4 partitions, 60 s, producer linger 5 and 50 ms, each with consumer fetch "
+                    "wait 20 and 100 ms.")
     p.add_argument("--linger-ms", default="5,50", help="producer linger_ms values, comma-separated (default 5,50)")
-    p.add_argument("--fetch-max-wait-ms", default="20", help="consumer fetch_max_wait_ms values (default 20, the worker's)")
+    p.add_argument("--fetch-max-wait-ms", default="20,100",
+                   help="consumer fetch_max_wait_ms values, comma-separated (default 20,100: the worker's old and new default)")
     p.add_argument("--rate", type=int, default=400, help="messages per second (default 400)")
     p.add_argument("--size", type=int, default=4200, help="message bytes (default 4200: 8 leads x 250 int16 samples + header)")
     p.add_argument("--keys", type=int, default=200, help="distinct keys (beds, default 200)")

@@ -10,8 +10,10 @@ SCRAM-SHA-256/512) and TLS apply everywhere alike:
   settings, and whose consumer overrides faust's hard-coded ``fetch_max_wait_ms=1500``
   (faust 0.15.3, ``AIOKafkaConsumerThread._create_worker_consumer``). A broker that holds every
   fetch for the full wait (Tansu does; Kafka does when a partition has no new data) otherwise
-  adds up to 1.5 s to the latency of every chunk; with ``Settings.fetch_max_wait_ms`` (20 ms)
-  the measured p50 drops from ~350 ms to ~13 ms (/work/shared/ENVIRONMENT.md).
+  adds up to 1.5 s to the latency of every chunk; with ``Settings.fetch_max_wait_ms`` at 20 ms
+  the measured p50 dropped from ~350 ms to ~13 ms (/work/shared/ENVIRONMENT.md). The default is
+  100 ms: on Tansu each held fetch costs the broker CPU that grows with what it stores, and at
+  200 beds 20 ms made the broker the host's bottleneck (docs/BENCHMARKS.md).
 """
 
 from __future__ import annotations

@@ -658,7 +658,7 @@ def bench_main(argv: list[str]) -> int:
                    help="intra-op threads of each worker's model backend (default: the backend's own, all cores, with one "
                         "worker; cores / workers with several)")
     p.add_argument("--fetch-max-wait-ms", type=int, default=0,
-                   help="the workers' Kafka fetch_max_wait_ms (default: the settings' 20). Tansu, the embedded broker, "
+                   help="the workers' Kafka fetch_max_wait_ms (default: the settings' 100). Tansu, the embedded broker, "
                         "always waits this long per fetch and its fetch cost grows with what it holds: see docs/BENCHMARKS.md")
     p.add_argument("--fetch-min-bytes", type=int, default=0,
                    help="the workers' Kafka fetch_min_bytes (default: the settings' 1): the broker holds a fetch until this "
