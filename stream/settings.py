@@ -44,7 +44,7 @@ class Settings:
     consumer_group: str = "mirage-worker"
     session_timeout_s: float = 6.0
     # How long the broker may hold a fetch with no new data. Kafka answers at once when data is there;
-    # Tansu (the embedded broker) holds every fetch, and each fetch costs it time that grows with what it
+    # Tansu (the embedded broker) holds fetches, and each fetch costs it time that grows with what it
     # stores: 20 ms made its CPU climb to ~55 % of a core within a 200-bed trial, 100 ms keeps it at
     # ~30 % for ~50 ms more latency (docs/BENCHMARKS.md, "night" section). 1500 is faust's own default.
     fetch_max_wait_ms: int = 100
