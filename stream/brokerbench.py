@@ -52,8 +52,8 @@ async def _one(linger_ms: int, fetch_max_wait_ms: int, rate: int, size: int, key
 
     topic = "bench-broker"
     svc = EmbeddedServices(topics={topic: partitions})
-    await asyncio.to_thread(svc.start)
     try:
+        await asyncio.to_thread(svc.start)  # inside: a failed start must not leave a broker running
         assert svc.broker is not None
         broker = psutil.Process(svc.broker.pid)
         prod = AIOKafkaProducer(bootstrap_servers=svc.bootstrap, acks="all", linger_ms=linger_ms, enable_idempotence=False)
