@@ -659,7 +659,7 @@ def bench_main(argv: list[str]) -> int:
                         "worker; cores / workers with several)")
     p.add_argument("--fetch-max-wait-ms", type=int, default=0,
                    help="the workers' Kafka fetch_max_wait_ms (default: the settings' 100). Tansu, the embedded broker, "
-                        "always waits this long per fetch and its fetch cost grows with what it holds: see docs/BENCHMARKS.md")
+                        "may hold a fetch this long and its cost per fetch grows with what it holds: see docs/BENCHMARKS.md")
     p.add_argument("--fetch-min-bytes", type=int, default=0,
                    help="the workers' Kafka fetch_min_bytes (default: the settings' 1): the broker holds a fetch until this "
                         "many bytes arrived or fetch_max_wait_ms passed - fewer, bigger fetches")
@@ -670,8 +670,8 @@ def bench_main(argv: list[str]) -> int:
                         "cost the broker and the workers' Kafka clients less)")
     p.add_argument("--gateway-linger-ms", type=int, default=5,
                    help="linger_ms of the simulated gateways' Kafka producer (default 5, the Java client's default): how "
-                        "long it collects messages into one batch. Counted in the latency. Tansu, the embedded broker, "
-                        "scans its stored batches on every fetch, so fewer, larger batches cost it less: see docs/BENCHMARKS.md")
+                        "long it collects messages into one batch. Counted in the latency. The embedded broker's cost per "
+                        "fetch grows with the batches it stores, so fewer, larger batches cost it less: see docs/BENCHMARKS.md")
     p.add_argument("--synchronized", action="store_true",
                    help="start every bed at the same instant (all windows complete together: worst-case burst); "
                         "default: bed starts spread evenly over one hop, as unsynchronised monitors are")

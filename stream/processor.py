@@ -311,11 +311,9 @@ class StreamProcessor:
                     labs = [empty_labs() for _ in batch]
                 used = self.predictor
                 future = loop.run_in_executor(self.executor, self._infer, batch, labs, used)
-                if pending is not None:
-                    previous, pending = pending, (batch, labs, future, used)
+                previous, pending = pending, (batch, labs, future, used)
+                if previous is not None:
                     await self._finish_batch(*previous, result)
-                else:
-                    pending = (batch, labs, future, used)
             if pending is not None:
                 last, pending = pending, None
                 await self._finish_batch(*last, result)
@@ -331,17 +329,16 @@ class StreamProcessor:
         try:
             probs, lead_w, infer_s = await future
         except Exception as exc:
-            if used is not self.predictor:
-                # An earlier batch of this call already switched to the fallback: score again with it.
-                probs, lead_w, infer_s = await loop.run_in_executor(self.executor, self._infer, batch, labs, self.predictor)
-            elif self._fallback is None or self.on_fallback:
-                # The caller stops the worker (nothing acked); the technical alarm goes out first.
-                self.technical.on_backend_error(exc, False, t_ns=self.clock())
-                raise
-            else:
+            # used is not self.predictor: an earlier batch of this call already switched to the
+            # fallback, so this one is simply scored again with it.
+            if used is self.predictor:
+                if self._fallback is None or self.on_fallback:
+                    # The caller stops the worker (nothing acked); the technical alarm goes out first.
+                    self.technical.on_backend_error(exc, False, t_ns=self.clock())
+                    raise
                 await loop.run_in_executor(self.executor, self._switch_to_fallback, exc, "on a batch")
                 self.technical.on_backend_error(exc, self.predictor.name, t_ns=self.clock())
-                probs, lead_w, infer_s = await loop.run_in_executor(self.executor, self._infer, batch, labs, self.predictor)
+            probs, lead_w, infer_s = await loop.run_in_executor(self.executor, self._infer, batch, labs, self.predictor)
         else:
             if not self.on_fallback:
                 self.technical.on_backend_ok(self.clock())

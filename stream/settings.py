@@ -45,8 +45,8 @@ class Settings:
     session_timeout_s: float = 6.0
     # How long the broker may hold a fetch with no new data. Kafka answers at once when data is there;
     # Tansu (the embedded broker) holds fetches, and each fetch costs it time that grows with what it
-    # stores: 20 ms made its CPU climb to ~55 % of a core within a 200-bed trial, 100 ms keeps it at
-    # ~30 % for ~50 ms more latency (docs/BENCHMARKS.md, "night" section). 1500 is faust's own default.
+    # stores: at 200 beds it averaged 45-53 % of a core with 20 ms and 29-41 % with 100 ms, for a p50 of
+    # 162-290 ms instead of 140-162 ms (docs/BENCHMARKS.md, "night" section). faust's own default is 1500.
     fetch_max_wait_ms: int = 100
     # The broker answers a worker's fetch once it holds this many new bytes (or fetch_max_wait_ms
     # has passed): 1 = at once with whatever is there (one ~6 KB chunk per fetch under load).
