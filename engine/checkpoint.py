@@ -115,7 +115,7 @@ class LoadedCheckpoint:
 
 def load_checkpoint(path: str | Path | None = None, map_location: str | torch.device = "cpu") -> LoadedCheckpoint:
     """Load a checkpoint (``None`` = the shipped default) or raise :class:`CheckpointError` naming the file."""
-    from engine.model import Mirage
+    from engine.model import build_model
 
     p = Path(path) if path is not None else default_checkpoint_path()
     try:
@@ -144,7 +144,7 @@ def load_checkpoint(path: str | Path | None = None, map_location: str | torch.de
         cfg = MirageConfig.from_dict(dict(payload["config"]))
     except (ConfigError, TypeError) as exc:
         raise CheckpointError(f"checkpoint {p} has an invalid config: {exc}") from None
-    model = Mirage(cfg)
+    model = build_model(cfg)
     try:
         model.load_state_dict(payload["state_dict"])
     except RuntimeError as exc:

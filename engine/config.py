@@ -16,6 +16,9 @@ from typing import Any
 
 from engine.errors import ConfigError
 
+LEAD_ENCODERS: tuple[str, ...] = ("linear", "resnet")
+# The PTB-XL diagnostic superclasses, in the order of the auxiliary heads (Wagner et al. 2020).
+SUPERCLASSES: tuple[str, ...] = ("NORM", "MI", "STTC", "CD", "HYP")
 LEADS: tuple[str, ...] = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
 
 
@@ -51,9 +54,15 @@ class MirageConfig:
     lambda_con: float = 0.1
     # named improvements over the paper (all off in the paper preset)
     conv_stem: bool = False  # a small temporal conv stem per lead before the linear projection
+    arch: str = "mirage"  # "mirage", or "resnet1d": the plain 1-D ResNet reference (engine.model.resnet1d)
+    lead_encoder: str = "linear"  # "linear" (paper: W_proj over the whole window) or "resnet" (shared 1-D ResNet per lead)
+    resnet_width: int = 16  # first-stage channels of the "resnet" lead encoder
+    aux_classes: int = 0  # auxiliary multi-label heads (5 = PTB-XL superclasses NORM, MI, STTC, CD, HYP); 0 = none
+    lambda_aux: float = 1.0  # weight of the auxiliary BCE in the training loss
     use_ecg_branch: bool = True  # ablation switches
     use_img_branch: bool = True
     use_film: bool = True
+    use_spatial_bias: bool = True  # the Graphormer's learnable B (ablation: off = plain attention over the leads)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -67,6 +76,14 @@ class MirageConfig:
             raise ConfigError(f"n_leads={self.n_leads}: MIRAGE is defined over the 12 standard leads")
         if self.tau <= 0:
             raise ConfigError(f"tau={self.tau} must be > 0")
+        if self.arch not in ("mirage", "resnet1d"):
+            raise ConfigError(f"arch={self.arch!r}: choose 'mirage' or 'resnet1d'")
+        if self.lead_encoder not in LEAD_ENCODERS:
+            raise ConfigError(f"lead_encoder={self.lead_encoder!r}: choose one of {LEAD_ENCODERS}")
+        if self.lead_encoder == "resnet" and self.conv_stem:
+            raise ConfigError("conv_stem=True and lead_encoder='resnet' both tokenise the leads: choose one")
+        if self.aux_classes < 0 or self.resnet_width < 1:
+            raise ConfigError(f"aux_classes={self.aux_classes} must be >= 0 and resnet_width={self.resnet_width} >= 1")
         if not (self.use_ecg_branch or self.use_img_branch):
             raise ConfigError("at least one of use_ecg_branch / use_img_branch must be on")
 
@@ -106,6 +123,10 @@ PRESETS: dict[str, MirageConfig] = {
     "default": MirageConfig(name="default"),
     # A smaller paper-faithful model for CPU-bound sites and small datasets.
     "small": MirageConfig(name="small", embed_dim=128, num_heads=4, ecg_depth=2, img_depth=2, fusion_depth=1, patch_size=16),
+    # The shipped recipe (docs/MODEL.md): small widths, patch 32, a shared 1-D ResNet per lead as the
+    # tokeniser and auxiliary heads for the five PTB-XL superclasses; every paper component kept.
+    "ptbxl": MirageConfig(name="ptbxl", embed_dim=128, num_heads=4, ecg_depth=2, img_depth=2, fusion_depth=1, patch_size=32,
+                          lead_encoder="resnet", aux_classes=5),
     # For unit tests: seconds on a CPU.
     "tiny": MirageConfig(name="tiny", embed_dim=32, num_heads=2, ecg_depth=1, img_depth=1, fusion_depth=1, patch_size=32, film_hidden=16, dropout=0.0),
 }

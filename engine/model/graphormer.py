@@ -6,8 +6,10 @@ head; row/column 0 is the CLS token, Graphormer's virtual node) is built once pe
 and added to ``QK^T`` before the softmax in every layer (Ying et al., NeurIPS 2021). FiLM from
 the labs modulates the tokens after every block. The CLS output is ``z_ts``.
 
-The optional ``conv_stem`` (a named improvement, off in the paper preset) runs a small residual
-temporal convolution per lead before the projection.
+Two named improvements replace or precede the paper's linear tokeniser (both off in the paper
+preset): ``conv_stem`` runs a small residual temporal convolution per lead before the projection;
+``lead_encoder="resnet"`` (:mod:`engine.model.lead_resnet`) makes each lead's token with a shared
+1-D ResNet and temporal pooling instead of ``W_proj``.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from engine.config import MirageConfig
 from engine.errors import ConfigError
 from engine.model.block import Block
 from engine.model.film import film_at
+from engine.model.lead_resnet import LeadResNet
 
 
 class ConvStem(nn.Module):
@@ -49,15 +52,17 @@ class GraphormerEncoder(nn.Module):
         if cfg.ecg_depth < 1:
             raise ConfigError(f"ecg_depth={cfg.ecg_depth}: the ECG branch needs at least one Graphormer block")
         self.stem = ConvStem() if cfg.conv_stem else None
-        self.proj = nn.Linear(cfg.T, D)  # h_l = W_proj x_l + b
+        # h_l = W_proj x_l + b (paper), or the shared per-lead ResNet tokeniser
+        self.proj: nn.Module = LeadResNet(D, cfg.resnet_width) if cfg.lead_encoder == "resnet" else nn.Linear(cfg.T, D)
         self.lead_embed = nn.Parameter(torch.zeros(1, L, D))
         self.cls_token = nn.Parameter(torch.zeros(1, 1, D))
-        self.spatial_bias = nn.Parameter(torch.zeros(H, L + 1, L + 1))  # (H, 13, 13)
+        self.spatial_bias = nn.Parameter(torch.zeros(H, L + 1, L + 1), requires_grad=cfg.use_spatial_bias)  # (H, 13, 13)
         self.blocks = nn.ModuleList(Block(D, H, cfg.mlp_ratio, cfg.dropout) for _ in range(cfg.ecg_depth))
         self.norm = nn.LayerNorm(D)
         nn.init.trunc_normal_(self.lead_embed, std=0.02)
         nn.init.trunc_normal_(self.cls_token, std=0.02)
-        nn.init.trunc_normal_(self.spatial_bias, std=0.02)
+        if cfg.use_spatial_bias:
+            nn.init.trunc_normal_(self.spatial_bias, std=0.02)
 
     def forward(self, ecg: torch.Tensor, gammas: torch.Tensor | None = None, betas: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -32,6 +32,13 @@ class MirageOutput:
     z_ts: torch.Tensor  # (B, D) ECG-branch CLS
     z_img: torch.Tensor  # (B, D) image-branch CLS
     lead_weights: torch.Tensor  # (B, 12) CLS -> lead attention of the last Graphormer block
+    aux_logits: torch.Tensor | None = None  # (B, aux_classes) superclass logits, when the config has aux heads
+
+
+def calibrated(logits: torch.Tensor, temperature: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
+    """``logits / T`` with ``offset`` added to the MI logit: ``(B, 2) -> (B, 2)`` (see engine.train.calibrate)."""
+    shift = torch.stack([torch.zeros_like(offset), offset])  # (2,)
+    return logits / temperature + shift
 
 
 class Mirage(nn.Module):
@@ -48,6 +55,12 @@ class Mirage(nn.Module):
         n_branches = int(self.ecg is not None) + int(self.img is not None)
         self.fusion = FusionEncoder(D, cfg.num_heads, cfg.fusion_depth, cfg.mlp_ratio, cfg.dropout, n_branches)
         self.head = nn.Linear(D, cfg.num_classes)  # W_cls, b
+        # Auxiliary multi-label heads (named improvement): every record also teaches its other findings.
+        self.aux_head = nn.Linear(D, cfg.aux_classes) if cfg.aux_classes > 0 else None
+        # Temperature scaling (Guo et al., ICML 2017), fitted on validation data after training and
+        # stored with the weights, so every backend exported from the model gives calibrated probs.
+        self.register_buffer("temperature", torch.ones(()))
+        self.register_buffer("logit_offset", torch.zeros(()))  # added to the MI logit (calibration)
         self.apply(self._zero_biases)
 
     @staticmethod
@@ -81,7 +94,13 @@ class Mirage(nn.Module):
 
     def forward_head(self, fused: torch.Tensor) -> torch.Tensor:
         """Logits ``(B, 2)`` from the fused position-0 vector."""
-        return self.head(fused)
+        return calibrated(self.head(fused), self.temperature, self.logit_offset)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[no-untyped-def]
+        # Checkpoints written before temperature scaling existed load with T = 1 (unchanged probs).
+        state_dict.setdefault(prefix + "temperature", torch.ones(()))
+        state_dict.setdefault(prefix + "logit_offset", torch.zeros(()))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(self, ecg: torch.Tensor, image: torch.Tensor, labs: torch.Tensor, lab_mask: torch.Tensor) -> MirageOutput:
         """Score a batch.
@@ -97,7 +116,8 @@ class Mirage(nn.Module):
         """
         fused, z_ts, z_img, lead_weights = self.forward_features(ecg, image, labs, lab_mask)
         logits = self.forward_head(fused)
-        return MirageOutput(logits, logits.softmax(dim=-1)[:, 1], z_ts, z_img, lead_weights)
+        aux = self.aux_head(fused) if self.aux_head is not None else None
+        return MirageOutput(logits, logits.softmax(dim=-1)[:, 1], z_ts, z_img, lead_weights, aux)
 
 
 def count_parameters(model: nn.Module) -> int:
