@@ -12,6 +12,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from engine.config import PRESETS
 from engine.errors import MirageError
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,8 @@ class _DefaultsFormatter(argparse.HelpFormatter):
 
 
 def _folds(text: str) -> list[int]:
+    if text.strip().lower() == "none":
+        return []  # e.g. --test-fold none: train on every fold but the validation fold
     try:
         return [int(t) for t in text.replace(" ", "").split(",") if t]
     except ValueError:
@@ -53,10 +56,10 @@ def train_parser() -> argparse.ArgumentParser:
         formatter_class=_DefaultsFormatter,
         epilog="example: mirage train --data ../shared/data/ptbxl-sample --synthetic 400 --out runs/mirage.pt",
     )
-    p.add_argument("--data", type=Path, help="PTB-XL folder (ptbxl_database.csv, scp_statements.csv, records500/) or manifest CSV/folder")
+    p.add_argument("--data", type=Path, action="append", help="PTB-XL folder (ptbxl_database.csv, scp_statements.csv, records500/) or manifest CSV/folder; repeat to combine sources (a PTB-XL ECG given twice is read once, from the first source; combined sources are split by patient hash)")
     p.add_argument("--labs", type=Path, help="labs CSV for a manifest (default: labs.csv next to it)")
     p.add_argument("--out", type=Path, required=True, help="checkpoint to write (.pt); training state goes to OUT.state")
-    p.add_argument("--preset", default="small", help="model preset: paper, default, small, tiny")
+    p.add_argument("--preset", default="small", help="model preset: " + ", ".join(PRESETS) + " (ptbxl = the shipped recipe, docs/MODEL.md)")
     p.add_argument("--epochs", type=int, default=30, help="maximum epochs")
     p.add_argument("--batch-size", type=int, default=32, help="samples per optimisation step")
     p.add_argument("--lr", type=float, default=5e-4, help="peak AdamW learning rate (warm-up then cosine)")
@@ -64,7 +67,7 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--patience", type=int, default=8, help="early stop after this many epochs without better validation AUROC")
     p.add_argument("--seed", type=int, default=0, help="seeds python, numpy, torch and the splits of synthetic data")
     p.add_argument("--val-fold", type=_folds, help="validation fold(s), e.g. 7 or 6,7 (datasets with folds; default: second-highest fold)")
-    p.add_argument("--test-fold", type=_folds, help="held-out test fold(s) (datasets with folds; default: highest fold)")
+    p.add_argument("--test-fold", type=_folds, help="held-out test fold(s) (datasets with folds; default: highest fold; 'none' = no test split, to ship a model trained on all folds but the validation fold)")
     p.add_argument("--synthetic", type=int, default=0, metavar="N", help="add N simulated patients (half MI) from simulators.ecg")
     p.add_argument("--no-augment", action="store_true", help="turn off amplitude/shift/wander/noise augmentation")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
@@ -81,7 +84,7 @@ def train_main(argv: list[str]) -> int:
     from engine.train import TrainOptions
     from engine.training_run import DataPlan, run_training
 
-    if args.data is None and args.synthetic <= 0:
+    if not args.data and args.synthetic <= 0:
         print("mirage train: give --data DIR and/or --synthetic N", file=sys.stderr)
         return 2
     try:
@@ -90,7 +93,7 @@ def train_main(argv: list[str]) -> int:
             epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, patience=args.patience,
             seed=args.seed, augment=not args.no_augment, threads=args.threads, progress=not args.no_progress,
         )
-        plan = DataPlan(data=args.data, labs=args.labs, val_folds=tuple(args.val_fold or ()), test_folds=tuple(args.test_fold or ()), synthetic=args.synthetic, cache_dir=args.cache)
+        plan = DataPlan(data=tuple(args.data or ()) or None, labs=args.labs, val_folds=None if args.val_fold is None else tuple(args.val_fold), test_folds=None if args.test_fold is None else tuple(args.test_fold), synthetic=args.synthetic, cache_dir=args.cache)
         summary = run_training(plan, cfg, opts, args.out, resume=args.resume, command="mirage train " + shlex.join(argv))
     except MirageError as exc:
         print(f"mirage train: {exc}", file=sys.stderr)

@@ -59,6 +59,8 @@ class Variant:
     augment: bool = True
 
 
+RESNET_AUX: dict[str, Any] = {"lead_encoder": "resnet", "aux_classes": 5}
+
 VARIANTS: dict[str, Variant] = {
     v.name: v
     for v in (
@@ -72,6 +74,13 @@ VARIANTS: dict[str, Variant] = {
         Variant("synthetic_no_film", "+ simulated patients, without FiLM (labs ignored)", {"use_film": False}, synthetic=True),
         Variant("synthetic_conv_stem", "+ simulated patients and conv stem", {"conv_stem": True}, synthetic=True),
         Variant("synthetic_img_only", "+ simulated patients, ViT (image) branch only", {"use_ecg_branch": False}, synthetic=True),
+        # Issue 16: the shared per-lead ResNet tokeniser and the superclass heads, and their ablations.
+        Variant("resnet_aux", "improvement: per-lead 1-D ResNet tokeniser + 5 superclass heads (the `ptbxl` preset)", RESNET_AUX),
+        Variant("resnet_no_aux", "per-lead ResNet tokeniser, MI head only", {"lead_encoder": "resnet"}),
+        Variant("resnet_aux_ecg_only", "`resnet_aux` without the image branch", {**RESNET_AUX, "use_img_branch": False}),
+        Variant("resnet_aux_no_bias", "`resnet_aux` without the Graphormer spatial bias", {**RESNET_AUX, "use_spatial_bias": False}),
+        Variant("resnet_aux_synthetic", "`resnet_aux` + simulated patients (with labs) mixed into training", RESNET_AUX, synthetic=True),
+        Variant("resnet1d", "reference: plain 12-channel 1-D ResNet (0.6 M parameters), 5 superclass heads", {"arch": "resnet1d", "aux_classes": 5}),
     )
 }
 
@@ -124,7 +133,8 @@ def subset(ds: MirageDataset, idx: Sequence[int], cfg: MirageConfig) -> MirageDa
     """Rows ``idx`` of ``ds`` as a dataset for ``cfg`` (precomputed inputs are reused, not re-rendered)."""
     ix = np.asarray(idx, dtype=np.int64)
     x = ds.inputs
-    return MirageDataset(ds.windows.subset(ix), cfg, ModelInputs(x.ecg[ix], x.image[ix], x.labs[ix], x.lab_mask[ix]))
+    image = x.image if ds.lazy_images else x.image[ix]  # lazily rendered datasets keep no images
+    return MirageDataset(ds.windows.subset(ix), cfg, ModelInputs(x.ecg[ix], image, x.labs[ix], x.lab_mask[ix]))
 
 
 def synthetic_dataset(n: int, cfg: MirageConfig, seed: int, cache_dir: Path | None) -> MirageDataset:
@@ -145,10 +155,18 @@ def synthetic_dataset(n: int, cfg: MirageConfig, seed: int, cache_dir: Path | No
     return ds
 
 
-def read_ages(folder: str | Path) -> dict[str, float]:
-    """record_id (``ptbxl-<ecg_id>``) -> age in years, from ``ptbxl_database.csv`` (NaN rows dropped)."""
+def read_ages(folder: str | Path | Sequence[str | Path]) -> dict[str, float]:
+    """record_id (``ptbxl-<ecg_id>``) -> age in years, from ``ptbxl_database.csv`` (NaN rows dropped).
+
+    ``folder`` may list several sources; ages come from those that are PTB-XL folders (manifests
+    carry no age), and are empty when none is.
+    """
     import pandas as pd
 
+    if not isinstance(folder, (str, Path)):
+        return {k: v for f in folder for k, v in read_ages(f).items()}
+    if not (Path(folder) / "ptbxl_database.csv").is_file():
+        return {}
     db = pd.read_csv(Path(folder) / "ptbxl_database.csv", usecols=["ecg_id", "age"])
     # PTB-XL codes ages over 89 as 300 (de-identification); treat them as 90.
     return {f"ptbxl-{int(e)}": float(min(a, 90.0)) for e, a in zip(db["ecg_id"], db["age"]) if np.isfinite(a)}
@@ -353,7 +371,7 @@ def load_results(out_dir: Path, names: Sequence[str], n_splits: int) -> dict[str
     return found
 
 
-def report(out_dir: Path, names: Sequence[str], n_splits: int, data: Path, focus: str | None, fig_dir: Path | None) -> dict[str, Any]:
+def report(out_dir: Path, names: Sequence[str], n_splits: int, data: Path | Sequence[Path], focus: str | None, fig_dir: Path | None) -> dict[str, Any]:
     """Aggregate finished variants: ``summary.json``, ``table.md`` and (optionally) figures."""
     results = load_results(out_dir, names, n_splits)
     if not results:
@@ -389,7 +407,9 @@ def crossval_parser() -> Any:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         epilog="example: mirage crossval --data ../shared/data/ptbxl-sample --variants paper,ecg_only --epochs 6 --out runs/cv",
     )
-    p.add_argument("--data", type=Path, required=True, help="PTB-XL folder with strat_fold")
+    p.add_argument("--data", type=Path, action="append", required=True,
+                   help="PTB-XL folder or manifest; repeat to combine sources (deduplicated by ecg_id; then folds = patient hash mod 8)")
+    p.add_argument("--subset", type=float, default=1.0, help="screening: keep this fraction of patients (hash-chosen, same for every variant)")
     p.add_argument("--out", type=Path, default=Path("runs/crossval"), help="results folder")
     p.add_argument("--variants", default="paper", help=f"comma-separated, or 'all': {', '.join(VARIANTS)}")
     p.add_argument("--splits", type=int, default=4, help="number of test groups of folds")
@@ -435,7 +455,8 @@ def _with_sets(cfg: MirageConfig, sets: Sequence[str]) -> MirageConfig:
 
 def crossval_main(argv: list[str]) -> int:
     """``mirage crossval``: 0 on success, 2 on bad data or options."""
-    from engine.data import load_items
+    from engine.data import load_sources, with_patient_folds
+    from engine.data.items import patient_bucket
     from engine.errors import MirageError
     from engine.train import TrainOptions
 
@@ -449,14 +470,19 @@ def crossval_main(argv: list[str]) -> int:
             from engine.training_run import DataPlan, run_training
 
             v = VARIANTS[_names(args.ship)[0]]
-            plan = DataPlan(data=args.data, synthetic=args.synthetic if v.synthetic else 0, cache_dir=cache)
+            plan = DataPlan(data=tuple(args.data), synthetic=args.synthetic if v.synthetic else 0, cache_dir=cache)
             ship_opts = TrainOptions(**{**asdict(opts), "augment": v.augment})
             res = run_training(plan, variant_config(base, v), ship_opts, args.ship_out, command="mirage crossval " + " ".join(argv))
             print(json.dumps({k: res[k] for k in ("checkpoint", "sha256", "thresholds", "metrics", "seconds")}, indent=1, default=float))
             return 0
         if not args.report_only:
-            items = load_items(args.data)
-            real = MirageDataset.from_items(items, base, cache_dir=cache, progress=not args.no_progress)
+            items = load_sources(args.data)
+            if any(it.fold is None for it in items):
+                items = with_patient_folds(items)
+            if args.subset < 1.0:
+                items = [it for it in items if patient_bucket(it.patient_id, 1000, seed=1) < args.subset * 1000]
+                log.info("screening subset: %d records (%d MI) of %.0f %% of the patients", len(items), sum(it.label for it in items), 100 * args.subset)
+            real = MirageDataset.from_items(items, base, cache_dir=cache, progress=not args.no_progress, images=False)
             splits = make_splits([it.fold for it in items if it.fold is not None], args.splits)
             syn = None
             if any(VARIANTS[n].synthetic for n in names) and args.synthetic > 0:

@@ -52,6 +52,7 @@ class TrainOptions:
     seed: int = 0
     augment: bool = True
     threads: int | None = None  # torch intra-op threads; None = torch's default
+    calibrate: bool = True  # fit temperature + offset on validation data after training (see calibrate)
     progress: bool = True
 
 
@@ -105,17 +106,31 @@ def warmup_cosine(total_steps: int, warmup_frac: float) -> Callable[[int], float
     return f
 
 
-def training_loss(out: Any, target: torch.Tensor, cfg: MirageConfig, weights: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-    """``lambda_cls * weighted CE + lambda_con * InfoNCE``; returns (total, parts)."""
+def training_loss(out: Any, target: torch.Tensor, cfg: MirageConfig, weights: torch.Tensor, aux_target: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+    """``lambda_cls * weighted CE + lambda_con * InfoNCE [+ lambda_aux * masked BCE]``; returns (total, parts).
+
+    The auxiliary term is the binary cross-entropy of the superclass heads, averaged over the
+    (record, class) pairs whose flag is known (NaN targets - e.g. simulated patients - are masked).
+    """
     from engine.losses import info_nce
 
     ce = torch.nn.functional.cross_entropy(out.logits, target, weight=weights)
     total = cfg.lambda_cls * ce
+    if out.aux_logits is not None and aux_target is not None and cfg.lambda_aux > 0:
+        known = ~torch.isnan(aux_target)  # (B, 5)
+        if bool(known.any()):
+            bce = torch.nn.functional.binary_cross_entropy_with_logits(out.aux_logits[known], aux_target[known])
+            total = total + cfg.lambda_aux * bce
     con = torch.zeros((), dtype=ce.dtype)
-    if cfg.lambda_con > 0 and cfg.use_ecg_branch and cfg.use_img_branch and out.z_ts.shape[0] > 1:
+    if cfg.lambda_con > 0 and cfg.arch == "mirage" and cfg.use_ecg_branch and cfg.use_img_branch and out.z_ts.shape[0] > 1:
         con = info_nce(out.z_ts, out.z_img, cfg.tau)
         total = total + cfg.lambda_con * con
     return total, {"ce": float(ce.detach()), "con": float(con.detach())}
+
+
+def uses_image(cfg: MirageConfig) -> bool:
+    """Whether a model of ``cfg`` reads the rendered image (else batches skip rendering)."""
+    return cfg.arch == "mirage" and cfg.use_img_branch
 
 
 @torch.no_grad()
@@ -124,11 +139,65 @@ def predict_dataset(model: torch.nn.Module, ds: MirageDataset, batch_size: int =
     was_training = model.training
     model.eval()
     probs = []
+    render = uses_image(model.cfg)
     for s in range(0, len(ds), batch_size):
-        ecg, image, labs, mask, _ = ds.batch(range(s, min(len(ds), s + batch_size)))
+        ecg, image, labs, mask, _ = ds.batch(range(s, min(len(ds), s + batch_size)), render=render)
         probs.append(model(ecg, image, labs, mask).probs.float().cpu().numpy())
     model.train(was_training)
     return np.concatenate(probs) if probs else np.zeros(0, dtype=np.float32)
+
+
+@torch.no_grad()
+def _logits(model: torch.nn.Module, ds: MirageDataset, batch_size: int = 64) -> torch.Tensor:
+    out = []
+    for s in range(0, len(ds), batch_size):
+        ecg, image, labs, mask, _ = ds.batch(range(s, min(len(ds), s + batch_size)), render=uses_image(model.cfg))
+        out.append(model(ecg, image, labs, mask).logits.float())
+    return torch.cat(out)
+
+
+def calibrate(model: torch.nn.Module, val_ds: MirageDataset) -> dict[str, float]:
+    """Fit the model's temperature and MI-logit offset on validation data (in place).
+
+    Temperature scaling (Guo et al., ICML 2017) divides the logits by ``T``; because training
+    weights the classes (MI is the minority), the raw probabilities are also shifted upwards, which a
+    single temperature cannot undo, so an offset ``b`` is added to the MI logit as well (Platt
+    scaling on the logit difference). Both minimise the validation log-loss; neither changes the
+    ranking of records, so AUROC is unchanged. The values live in the model's ``temperature`` and
+    ``logit_offset`` buffers and so travel into every exported backend.
+
+    Returns:
+        ``{"temperature": T, "offset": b, "nll_before": .., "nll_after": ..}``.
+    """
+    model.temperature.fill_(1.0)
+    model.logit_offset.zero_()
+    was_training = model.training
+    model.eval()
+    logits = _logits(model, val_ds)
+    model.train(was_training)
+    y = torch.from_numpy(np.asarray(val_ds.labels, dtype=np.int64))
+    diff = (logits[:, 1] - logits[:, 0]).double()
+    log_t = torch.zeros((), dtype=torch.float64, requires_grad=True)
+    b = torch.zeros((), dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([log_t, b], lr=0.5, max_iter=200, line_search_fn="strong_wolfe")
+
+    def nll() -> torch.Tensor:
+        opt.zero_grad()
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(diff / log_t.exp() + b, y.double())
+        loss.backward()
+        return loss
+
+    before = float(torch.nn.functional.binary_cross_entropy_with_logits(diff, y.double()))
+    if 0 < int(y.sum()) < len(y):
+        opt.step(nll)
+    t, off = float(log_t.detach().exp()), float(b.detach())
+    if not (np.isfinite(t) and np.isfinite(off)) or not 0.05 <= t <= 20:
+        t, off = 1.0, 0.0  # degenerate validation data: leave the model uncalibrated
+    model.temperature.fill_(t)
+    model.logit_offset.fill_(off)
+    after = float(torch.nn.functional.binary_cross_entropy_with_logits(diff / t + off, y.double()))
+    log.info("calibration on %d validation records: T=%.3f offset=%.3f, log-loss %.4f -> %.4f", len(y), t, off, before, after)
+    return {"temperature": t, "offset": off, "nll_before": before, "nll_after": after}
 
 
 def _val_score(labels: np.ndarray, probs: np.ndarray) -> tuple[float, float]:
@@ -179,7 +248,7 @@ def fit(
     Raises:
         DatasetError: empty training or validation data, or a single-class training split.
     """
-    from engine.model import Mirage
+    from engine.model import build_model
 
     if len(train_ds) == 0 or len(val_ds) == 0:
         raise DatasetError(f"need training and validation data, got {len(train_ds)} and {len(val_ds)} samples")
@@ -188,7 +257,7 @@ def fit(
     if opts.threads:
         torch.set_num_threads(opts.threads)
     seed_everything(opts.seed)
-    model = Mirage(cfg)
+    model = build_model(cfg)
     optim = torch.optim.AdamW(model.parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
     steps_per_epoch = math.ceil(len(train_ds) / opts.batch_size)
     sched = torch.optim.lr_scheduler.LambdaLR(optim, warmup_cosine(steps_per_epoch * opts.epochs, opts.warmup_frac))
@@ -224,10 +293,11 @@ def fit(
         sums = np.zeros(3)
         for s in range(0, len(order), opts.batch_size):
             idx = order[s : s + opts.batch_size]
-            batch = train_ds.augmented_batch(idx, rng) if opts.augment else train_ds.batch(idx)
+            render = uses_image(cfg)
+            batch = train_ds.augmented_batch(idx, rng, render=render) if opts.augment else train_ds.batch(idx, render=render)
             ecg, image, labs, mask, target = batch
             out = model(ecg, image, labs, mask)
-            loss, parts = training_loss(out, target, cfg, weights)
+            loss, parts = training_loss(out, target, cfg, weights, torch.from_numpy(train_ds.aux[idx]))
             optim.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -254,6 +324,8 @@ def fit(
     if best_state is not None:
         model.load_state_dict(best_state)
     model.eval()
+    if opts.calibrate:
+        calibrate(model, val_ds)
     val_probs = predict_dataset(model, val_ds)
     return TrainResult(model, best_epoch, best[0] if best else float("nan"), history, val_probs, stopped_early)
 

@@ -28,7 +28,7 @@ import torch
 
 from engine import metrics as M
 from engine.config import MirageConfig
-from engine.data import Item, class_counts, load_items, split_by_folds, split_by_name, split_by_patient
+from engine.data import Item, class_counts, load_sources, split_by_folds, split_by_name, split_by_patient
 from engine.data.dataset import MirageDataset, WindowSet
 from engine.data.items import check_disjoint
 from engine.errors import DatasetError
@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 class DataPlan:
     """Where the data comes from and how it is split."""
 
-    data: Path | None
+    data: Path | Sequence[Path] | None  # one source, or several (engine.data.load_sources)
     labs: Path | None = None
     val_folds: tuple[int, ...] | None = None
     test_folds: tuple[int, ...] | None = None
@@ -55,10 +55,10 @@ def split_items(items: Sequence[Item], val_folds: Sequence[int] | None, test_fol
     """(train, val, test, description) following the module's split rules."""
     if all(it.fold is not None for it in items):
         folds = sorted({int(it.fold) for it in items if it.fold is not None})
-        if len(folds) < 3 and (not val_folds or not test_folds):
+        if len(folds) < 3 and (not val_folds or test_folds is None):
             raise DatasetError(f"only folds {folds}: need at least 3 folds or explicit --val-fold/--test-fold")
         vf = [folds[-2]] if not val_folds else list(val_folds)
-        tf = [folds[-1]] if not test_folds else list(test_folds)
+        tf = [folds[-1]] if test_folds is None else list(test_folds)  # () = no test split
         train, val, test = split_by_folds(items, vf, tf)
         return train, val, test, f"folds: val={vf} test={tf} train={[f for f in folds if f not in vf + tf]}"
     if all(it.split for it in items):
@@ -84,13 +84,14 @@ def build_datasets(plan: DataPlan, cfg: MirageConfig, seed: int, progress: bool 
     parts: dict[str, list[MirageDataset]] = {"train": [], "val": [], "test": []}
     desc: dict[str, Any] = {}
     if plan.data is not None:
-        items = load_items(plan.data, plan.labs)
+        sources = [plan.data] if isinstance(plan.data, (str, Path)) else list(plan.data)
+        items = load_sources(sources, plan.labs)
         train, val, test, how = split_items(items, plan.val_folds, plan.test_folds, seed)
         check_disjoint(train=train, val=val, test=test)
-        desc["real"] = {"source": str(plan.data), "rule": how, **{k: dict(zip(("n_pos", "n_neg"), class_counts(v))) for k, v in (("train", train), ("val", val), ("test", test))}}
+        desc["real"] = {"source": [str(s) for s in sources], "rule": how, **{k: dict(zip(("n_pos", "n_neg"), class_counts(v))) for k, v in (("train", train), ("val", val), ("test", test))}}
         for name, part in (("train", train), ("val", val), ("test", test)):
             if part:
-                parts[name].append(MirageDataset.from_items(part, cfg, cache_dir=plan.cache_dir, progress=progress))
+                parts[name].append(MirageDataset.from_items(part, cfg, cache_dir=plan.cache_dir, progress=progress, images=False))
     if plan.synthetic > 0:
         ws = synthetic_windows(plan.synthetic, cfg, seed=seed + 7919)
         syn = _split_windows(ws, seed)

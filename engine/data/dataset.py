@@ -2,10 +2,14 @@
 
 Every sample goes through :func:`engine.pipeline.model_inputs` - the function the stream worker
 and the compiled backends call - so training sees exactly the inputs the live system will see.
-Reading WFDB and rendering happen once per record: the raw windows and the rendered inputs are
+Reading WFDB and conditioning happen once per record: the raw windows and the conditioned ECG are
 kept in memory and, when a cache folder is given, in an ``.npz`` file whose name is a hash of the
 records, their window starts, the model rate/length, ``RENDERER_VERSION`` and
-``PREPROCESSING_VERSION`` (a renderer change therefore never reuses stale images).
+``PREPROCESSING_VERSION``. Images are either rendered once and kept (``images=True``, small sets)
+or rendered from the kept conditioned ECG in each batch (``images=False``: a 224x224 float image
+is 200 KB, 1.9 GB for PTB-XL's 9k training ECGs; rendering a batch costs ~1 ms per window and gives
+the same pixels, because the image is a function of the conditioned ECG alone). The cache never
+holds images.
 
 Training-time augmentation (:func:`augment_windows`) works on the raw windows and re-runs the
 pipeline on the augmented batch (rendering costs ~1 ms per window).
@@ -27,7 +31,8 @@ from engine.config import MirageConfig
 from engine.data.items import Item
 from engine.data.wfdb_io import load_window
 from engine.labs import encode_labs
-from engine.pipeline import PREPROCESSING_VERSION, RENDERER_VERSION, ModelInputs, model_inputs
+from engine.pipeline import PREPROCESSING_VERSION, RENDERER_VERSION, ModelInputs, condition_windows, model_inputs
+from engine.render import render_batch
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +78,7 @@ class WindowSet:
 def cache_key(items: Sequence[Item], cfg: MirageConfig) -> str:
     """A hash naming everything the cached arrays depend on."""
     h = hashlib.sha256()
-    h.update(f"{cfg.fs}|{cfg.T}|{cfg.lab_dim}|{RENDERER_VERSION}|{PREPROCESSING_VERSION}".encode())
+    h.update(f"{cfg.fs}|{cfg.T}|{cfg.lab_dim}|{RENDERER_VERSION}|{PREPROCESSING_VERSION}|no-images".encode())
     for it in items:
         h.update(f"|{it.path.resolve()}@{it.offset_s:.3f}#{sorted(it.labs.items())}".encode())
     return h.hexdigest()[:24]
@@ -92,14 +97,21 @@ def load_windows(items: Sequence[Item], cfg: MirageConfig, *, progress: bool = T
     return WindowSet(windows, labels, labs, mask, list(items))
 
 
-def compute_inputs(ws: WindowSet, cfg: MirageConfig, *, progress: bool = True) -> ModelInputs:
-    """Run the shared pipeline over every window, in chunks."""
+NO_IMAGES = np.zeros((0, 0), dtype=np.float32)  # ModelInputs.image of a dataset that renders per batch
+
+
+def compute_inputs(ws: WindowSet, cfg: MirageConfig, *, progress: bool = True, images: bool = True) -> ModelInputs:
+    """Run the shared pipeline over every window, in chunks (``images=False``: condition only)."""
     parts: list[ModelInputs] = []
-    for s in tqdm(range(0, len(ws), _CHUNK), desc="rendering", unit="chunk", disable=not progress, leave=False):
-        parts.append(model_inputs(ws.windows[s : s + _CHUNK], cfg, ws.labs[s : s + _CHUNK], ws.lab_mask[s : s + _CHUNK]))
+    for s in tqdm(range(0, len(ws), _CHUNK), desc="conditioning" if not images else "rendering", unit="chunk", disable=not progress, leave=False):
+        sl = slice(s, s + _CHUNK)
+        if images:
+            parts.append(model_inputs(ws.windows[sl], cfg, ws.labs[sl], ws.lab_mask[sl]))
+        else:
+            parts.append(ModelInputs(condition_windows(ws.windows[sl], cfg.fs), NO_IMAGES, ws.labs[sl], ws.lab_mask[sl]))
     return ModelInputs(
         ecg=np.concatenate([p.ecg for p in parts]),
-        image=np.concatenate([p.image for p in parts]),
+        image=np.concatenate([p.image for p in parts]) if images else NO_IMAGES,
         labs=np.concatenate([p.labs for p in parts]),
         lab_mask=np.concatenate([p.lab_mask for p in parts]),
     )
@@ -112,30 +124,40 @@ class MirageDataset(torch.utils.data.Dataset):
     is given). ``windows`` keeps the raw windows for augmentation.
     """
 
-    def __init__(self, windows: WindowSet, cfg: MirageConfig, inputs: ModelInputs | None = None, *, progress: bool = True) -> None:
+    def __init__(self, windows: WindowSet, cfg: MirageConfig, inputs: ModelInputs | None = None, *, progress: bool = True, images: bool = True) -> None:
         self.cfg = cfg
         self.windows = windows
         self.items = windows.items
-        self.inputs = compute_inputs(windows, cfg, progress=progress) if inputs is None else inputs
+        self.inputs = compute_inputs(windows, cfg, progress=progress, images=images) if inputs is None else inputs
+        # Images rendered per batch from the conditioned ECG when they were not precomputed.
+        self.lazy_images = self.inputs.image.ndim != 4
         self.labels = windows.labels
+        # (N, 5) superclass targets for the auxiliary heads, NaN where a record's flags are unknown
+        self.aux = np.asarray([it.classes if it.classes is not None else (np.nan,) * 5 for it in self.items], dtype=np.float32).reshape(len(self.items), 5)
 
     @classmethod
-    def from_items(cls, items: Sequence[Item], cfg: MirageConfig, *, cache_dir: str | Path | None = None, progress: bool = True) -> "MirageDataset":
-        """Read, condition and render ``items`` (or load them from the cache)."""
+    def from_items(cls, items: Sequence[Item], cfg: MirageConfig, *, cache_dir: str | Path | None = None, progress: bool = True, images: bool = True) -> "MirageDataset":
+        """Read and condition ``items`` (or load them from the cache); render them now when ``images``."""
         f = _cache_file(items, cfg, cache_dir)
         cached = _load_cache(f, items)
         if cached is not None:
-            return cls(cached[0], cfg, cached[1])
-        ds = cls(load_windows(items, cfg, progress=progress), cfg, progress=progress)
+            ws, inputs = cached
+            if images:
+                inputs = ModelInputs(inputs.ecg, _render_all(inputs.ecg, cfg), inputs.labs, inputs.lab_mask)
+            return cls(ws, cfg, inputs)
+        ds = cls(load_windows(items, cfg, progress=progress), cfg, progress=progress, images=False)
         if f is not None:
             _save_cache(f, ds.windows, ds.inputs)
+        if images:
+            ds = cls(ds.windows, cfg, ModelInputs(ds.inputs.ecg, _render_all(ds.inputs.ecg, cfg), ds.inputs.labs, ds.inputs.lab_mask))
         return ds
 
     @staticmethod
     def concat(parts: Sequence["MirageDataset"]) -> "MirageDataset":
         """One dataset holding ``parts`` in order (inputs are not recomputed)."""
         cfg = parts[0].cfg
-        inputs = ModelInputs(*(np.concatenate([getattr(p.inputs, k) for p in parts]) for k in ("ecg", "image", "labs", "lab_mask")))
+        lazy = any(p.lazy_images for p in parts)
+        inputs = ModelInputs(*(NO_IMAGES if (k == "image" and lazy) else np.concatenate([getattr(p.inputs, k) for p in parts]) for k in ("ecg", "image", "labs", "lab_mask")))
         return MirageDataset(WindowSet.concat([p.windows for p in parts]), cfg, inputs)
 
     def __len__(self) -> int:
@@ -145,28 +167,46 @@ class MirageDataset(torch.utils.data.Dataset):
         x = self.inputs
         return (
             torch.from_numpy(x.ecg[i]),
-            torch.from_numpy(x.image[i]),
+            torch.from_numpy(render_batch(x.ecg[i : i + 1], self.cfg.fs)[0] if self.lazy_images else x.image[i]),
             torch.from_numpy(x.labs[i]),
             torch.from_numpy(x.lab_mask[i]),
             torch.tensor(int(self.labels[i]), dtype=torch.int64),
         )
 
-    def batch(self, idx: Sequence[int]) -> tuple[torch.Tensor, ...]:
-        """The precomputed batch ``idx`` as stacked tensors (faster than collating items)."""
+    def batch(self, idx: Sequence[int], *, render: bool = True) -> tuple[torch.Tensor, ...]:
+        """Batch ``idx`` as stacked tensors (faster than collating items).
+
+        Args:
+            idx: sample indices.
+            render: False for models without an image branch: the image is then a (B, 1, 1, 1)
+                zero placeholder instead of a rendered (B, 1, 224, 224) batch.
+        """
         ix = np.asarray(idx, dtype=np.int64)
         x = self.inputs
-        return _tensors(x.ecg[ix], x.image[ix], x.labs[ix], x.lab_mask[ix], self.labels[ix])
+        ecg = x.ecg[ix]
+        if not render:
+            image = np.zeros((len(ix), 1, 1, 1), dtype=np.float32)
+        else:
+            image = render_batch(ecg, self.cfg.fs) if self.lazy_images else x.image[ix]
+        return _tensors(ecg, image, x.labs[ix], x.lab_mask[ix], self.labels[ix])
 
-    def augmented_batch(self, idx: Sequence[int], rng: np.random.Generator) -> tuple[torch.Tensor, ...]:
+    def augmented_batch(self, idx: Sequence[int], rng: np.random.Generator, *, render: bool = True) -> tuple[torch.Tensor, ...]:
         """Batch ``idx`` with :func:`augment_windows` applied to the raw windows, then the pipeline."""
         ix = np.asarray(idx, dtype=np.int64)
         raw = augment_windows(self.windows.windows[ix], self.cfg.fs, rng)
+        if not render:
+            ecg = condition_windows(raw, self.cfg.fs)
+            return _tensors(ecg, np.zeros((len(ix), 1, 1, 1), dtype=np.float32), self.windows.labs[ix], self.windows.lab_mask[ix], self.labels[ix])
         x = model_inputs(raw, self.cfg, self.windows.labs[ix], self.windows.lab_mask[ix])
         return _tensors(x.ecg, x.image, x.labs, x.lab_mask, self.labels[ix])
 
 
 def _tensors(*arrays: np.ndarray) -> tuple[torch.Tensor, ...]:
     return tuple(torch.from_numpy(np.ascontiguousarray(a)) for a in arrays)
+
+
+def _render_all(ecg: np.ndarray, cfg: MirageConfig) -> np.ndarray:
+    return np.concatenate([render_batch(ecg[s : s + _CHUNK], cfg.fs) for s in range(0, len(ecg), _CHUNK)]) if len(ecg) else np.zeros((0, 1, cfg.image_size, cfg.image_size), np.float32)
 
 
 def _cache_file(items: Sequence[Item], cfg: MirageConfig, cache_dir: str | Path | None) -> Path | None:
@@ -179,7 +219,7 @@ def _load_cache(f: Path | None, items: Sequence[Item]) -> tuple[WindowSet, Model
     try:
         z = np.load(f)
         ws = WindowSet(z["windows"], z["labels"], z["labs"], z["lab_mask"], list(items))
-        inputs = ModelInputs(ecg=z["ecg"], image=z["image"], labs=z["labs"], lab_mask=z["lab_mask"])
+        inputs = ModelInputs(ecg=z["ecg"], image=NO_IMAGES, labs=z["labs"], lab_mask=z["lab_mask"])
     except (OSError, KeyError, ValueError) as exc:
         log.warning("ignoring unreadable cache %s: %s", f, exc)
         return None
@@ -192,7 +232,7 @@ def _load_cache(f: Path | None, items: Sequence[Item]) -> tuple[WindowSet, Model
 def _save_cache(f: Path, ws: WindowSet, inputs: ModelInputs) -> None:
     f.parent.mkdir(parents=True, exist_ok=True)
     tmp = f.with_name(f.stem + ".tmp.npz")
-    np.savez(tmp, windows=ws.windows, labels=ws.labels, labs=inputs.labs, lab_mask=inputs.lab_mask, ecg=inputs.ecg, image=inputs.image)
+    np.savez(tmp, windows=ws.windows, labels=ws.labels, labs=inputs.labs, lab_mask=inputs.lab_mask, ecg=inputs.ecg)
     tmp.replace(f)
 
 

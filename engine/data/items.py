@@ -32,6 +32,10 @@ class Item:
         offset_s: start of the model window inside the record, seconds.
         labs: canonical-unit lab values keyed by LOINC code.
         source: which reader produced the item ("ptbxl", "manifest", "synthetic").
+        ecg_id: the PTB-XL ``ecg_id`` when the record is a PTB-XL ECG (used to drop a record given
+            twice, e.g. at 500 Hz and at 100 Hz), else None.
+        classes: the five PTB-XL diagnostic superclass flags (NORM, MI, STTC, CD, HYP; 1/0) when
+            known, for the auxiliary heads; None when unknown.
     """
 
     record_id: str
@@ -44,6 +48,8 @@ class Item:
     offset_s: float = 0.0
     labs: dict[str, float] = field(default_factory=dict)
     source: str = "manifest"
+    ecg_id: int | None = None
+    classes: tuple[int, int, int, int, int] | None = None
 
 
 def patients_of(items: Iterable[Item]) -> set[str]:

@@ -5,7 +5,9 @@ Format (full description with examples in docs/DATA.md):
 ``manifest.csv`` - one row per record; required columns ``record`` (WFDB record path relative to
 the manifest's folder, with or without ``.hea``), ``label`` (``1``/``0``, ``MI``/``other``,
 ``true``/``false``) and ``patient_id``; optional ``split`` (train/val/test), ``fold`` (integer),
-``norm`` (0/1), ``mi_onset_s`` (seconds into the record; an MI record's window starts there),
+``norm`` (0/1), ``sttc``/``cd``/``hyp`` (0/1: with ``norm`` and ``label`` the five PTB-XL
+superclass flags that train the auxiliary heads), ``ecg_id`` (a PTB-XL ECG's id: the same ECG
+given by two sources is used once), ``mi_onset_s`` (seconds into the record; an MI record's window starts there),
 ``window_start_s`` (explicit window start, wins over ``mi_onset_s``), ``age``, ``sex`` and any
 other column (kept out of the model).
 
@@ -196,6 +198,11 @@ def read_manifest(path: str | Path, labs_path: str | Path | None = None, *, wind
         if start is None:
             start = onset if (label == 1 and onset is not None) else 0.0
         until = float(start) + window_s
+        flags = [_optional_float(r.get(k)) for k in ("sttc", "cd", "hyp")]
+        classes = None
+        if norm is not None and all(f is not None for f in flags):
+            classes = (int(bool(norm)), label, *(int(bool(f)) for f in flags))  # NORM, MI, STTC, CD, HYP
+        ecg_id = _optional_float(r.get("ecg_id"))
         labs = {**labs_until(by_patient.get(pid, []), until), **labs_until(by_record.get(rec, []), until)}  # a record's own results win
         items.append(
             Item(
@@ -209,6 +216,8 @@ def read_manifest(path: str | Path, labs_path: str | Path | None = None, *, wind
                 offset_s=float(start),
                 labs=labs,
                 source="manifest",
+                ecg_id=None if ecg_id is None else int(ecg_id),
+                classes=classes,  # type: ignore[arg-type]
             )
         )
     if not items:

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from engine.config import SUPERCLASSES
 from engine.data.items import Item
 from engine.errors import DatasetError
 
@@ -62,6 +63,12 @@ def diagnostic_classes(folder: str | Path) -> dict[str, str]:
         raise DatasetError(f"{path} has no 'diagnostic_class' column (columns: {list(st.columns)})")
     st = st[st["diagnostic_class"].notna()]
     return {str(k): str(v) for k, v in st["diagnostic_class"].items()}
+
+
+def superclass_flags(codes: dict[str, float], classes: dict[str, str]) -> tuple[int, int, int, int, int]:
+    """(NORM, MI, STTC, CD, HYP) flags: 1 when any statement of that diagnostic class is present."""
+    diag = {classes[c] for c in codes if c in classes}
+    return tuple(int(k in diag) for k in SUPERCLASSES)  # type: ignore[return-value]
 
 
 def label_codes(codes: dict[str, float], classes: dict[str, str]) -> tuple[bool, bool, bool]:
@@ -115,6 +122,8 @@ def read_ptbxl(folder: str | Path, *, rate: int = 500, require_files: bool = Tru
                 fold=int(rec.strat_fold),
                 norm=is_norm,
                 source="ptbxl",
+                ecg_id=int(rec.ecg_id),
+                classes=superclass_flags(codes, classes),
             )
         )
     log.info(
