@@ -8,9 +8,10 @@ and at least a refractory period apart are beats. Summing leads means a beat tha
 lead is still seen in the others, and one noisy lead cannot invent beats the others do not show.
 
 Why not a library detector: ``wfdb.processing.XQRS``/``gqrs`` and ``neurokit2.ecg_peaks`` were
-measured on the same simulated windows (docs/ST.md, "Beat detection"): on 10 s windows at the
-stream's 100 Hz this detector was as sensitive and precise and 10-100x faster, and it runs on all
-12 leads at once, which a single-lead library detector does not.
+measured on the same simulated windows (docs/ST.md, "Beat detection"): on noisy 10 s windows at
+the stream's 100 Hz this detector found every beat with no false one where the library detectors
+missed 1-6 %, at a third of neurokit2's time and a quarter to a tenth of wfdb's, and it reads all 12
+leads at once, which a single-lead library detector does not.
 
 A beat is *clean* (used for the median beat, per AHA/ACC/HRS 2009 ST recommendations, which
 measure on representative sinus beats) when it is not premature (RR below ``premature_frac`` of
