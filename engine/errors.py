@@ -25,3 +25,7 @@ class LabError(MirageError, ValueError):
 
 class DatasetError(MirageError, ValueError):
     """A dataset folder or manifest is malformed (names the file and the row)."""
+
+
+class StateError(MirageError, ValueError):
+    """A saved state (e.g. a bed's ST baseline) is malformed and cannot be restored (names the field)."""

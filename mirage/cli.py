@@ -45,6 +45,7 @@ COMMANDS: dict[str, Command] = {
     "build-engine": Command("trt.cli:build_engine_main", "build a TensorRT plan from the ONNX export", "compile"),
     "triton-repo": Command("trt.cli:triton_repo_main", "write a Triton Inference Server model repository", "compile"),
     # measurement
+    "measure": Command("engine.st.cli:main", "ST level per lead of ECG records (J+60/J+80 vs PR baseline) as CSV + plots", "measure"),
     "bench": Command("mirage.bench:bench_main", "benchmarks: render | infer | load | broker (JSON line last)", "measure"),
 }
 
