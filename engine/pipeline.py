@@ -111,7 +111,8 @@ def model_inputs(
     return ModelInputs(ecg=ecg, image=image, labs=lab_values, lab_mask=mask)
 
 
-def to_model_rate(signal: np.ndarray, fs: float, leads: Sequence[str], cfg: MirageConfig, *, allow_missing: bool = False) -> np.ndarray:
+def to_model_rate(signal: np.ndarray, fs: float, leads: Sequence[str], cfg: MirageConfig, *, allow_missing: bool = False,
+                  ignore_extra: bool = False) -> np.ndarray:
     """Map a record's leads to the 12 standard leads and resample to ``cfg.fs``.
 
     Args:
@@ -121,16 +122,18 @@ def to_model_rate(signal: np.ndarray, fs: float, leads: Sequence[str], cfg: Mira
             with only I, II, V1-V6 the limb leads III, aVR, aVL, aVF are derived.
         cfg: the model configuration (its ``fs`` is the target rate).
         allow_missing: NaN-fill leads that cannot be found or derived instead of raising.
+        ignore_extra: drop signals that are no standard lead (Frank leads, respiration) instead
+            of raising (:func:`engine.signal.leads.map_leads` lists them).
 
     Returns:
         (12, S') float64 in mV at ``cfg.fs`` (NaN where the input had gaps).
     """
-    std = to_standard_leads(signal, leads, allow_missing=allow_missing)
+    std = to_standard_leads(signal, leads, allow_missing=allow_missing, ignore_extra=ignore_extra)
     return resample(std, fs, cfg.fs)
 
 
 def to_model_rate_batch(signals: np.ndarray, fs: float, leads: Sequence[str], cfg: MirageConfig, *,
-                        allow_missing: bool = False) -> np.ndarray:
+                        allow_missing: bool = False, ignore_extra: bool = False) -> np.ndarray:
     """:func:`to_model_rate` of each window of a (B, L, S) batch that shares one rate and lead set.
 
     Bit-identical to calling :func:`to_model_rate` per window (lead mapping and derivation are
@@ -142,7 +145,7 @@ def to_model_rate_batch(signals: np.ndarray, fs: float, leads: Sequence[str], cf
         raise SignalError(f"batch of shape {arr.shape} does not match {len(leads)} lead names {list(leads)}")
     # Lead first, (L, B, S): the lead mapping is element-wise over all windows at once, and the
     # resampler filters along the last axis of the (12, B, S) result; no copy but the output's.
-    std = to_standard_leads(arr.transpose(1, 0, 2), leads, allow_missing=allow_missing)
+    std = to_standard_leads(arr.transpose(1, 0, 2), leads, allow_missing=allow_missing, ignore_extra=ignore_extra)
     return resample(std, fs, cfg.fs).transpose(1, 0, 2)
 
 

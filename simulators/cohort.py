@@ -148,7 +148,11 @@ class RecordRef:
 
 
 class RecordedBed:
-    """A bed that plays WFDB records back to back (looping to ``n_samples`` if asked)."""
+    """A bed that plays WFDB or DICOM ECG records back to back (looping to ``n_samples`` if asked).
+
+    Records are read with :func:`engine.data.wfdb_io.read_record`: leads mapped by name, extra
+    signals (Frank leads, respiration) dropped and logged once per record.
+    """
 
     def __init__(self, bed_id: str, records: list[RecordRef], duration_s: float | None, loop: bool) -> None:
         from engine.data.wfdb_io import read_record
@@ -199,10 +203,20 @@ class RecordedBed:
     def _length(self, ref: RecordRef) -> int:
         import wfdb
 
-        h = wfdb.rdheader(str(ref.path))
-        if float(h.fs) != self._fs:
-            raise SourceError(f"record {ref.path} is at {h.fs} Hz but bed {self.bed_id} plays at {self._fs} Hz")
-        return int(h.sig_len)
+        from engine.data.dicom_io import is_dicom
+
+        if is_dicom(ref.path):  # no separate header: read the waveform once
+            try:
+                rec = self._read(ref.path)
+            except MirageError as exc:
+                raise SourceError(f"record {ref.path}: {exc}") from exc
+            fs, n = rec.fs, rec.signal.shape[1]
+        else:
+            h = wfdb.rdheader(str(ref.path))
+            fs, n = float(h.fs), int(h.sig_len)
+        if fs != self._fs:
+            raise SourceError(f"record {ref.path} is at {fs} Hz but bed {self.bed_id} plays at {self._fs} Hz")
+        return n
 
     def read(self, n: int) -> np.ndarray:
         n = max(0, min(n, self.n_samples - self.pos))

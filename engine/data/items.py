@@ -23,7 +23,7 @@ class Item:
 
     Attributes:
         record_id: a unique, non-identifying id of the record within its dataset.
-        path: the WFDB record path without extension.
+        path: the WFDB record path without extension, or a DICOM ECG file.
         label: 1 = myocardial infarction, 0 = other.
         patient_id: the patient the record belongs to (used only for splitting, never logged).
         fold: a fold number when the dataset has folds (PTB-XL ``strat_fold``), else None.

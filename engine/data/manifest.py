@@ -3,7 +3,7 @@
 Format (full description with examples in docs/DATA.md):
 
 ``manifest.csv`` - one row per record; required columns ``record`` (WFDB record path relative to
-the manifest's folder, with or without ``.hea``), ``label`` (``1``/``0``, ``MI``/``other``,
+the manifest's folder, with or without ``.hea``, or a DICOM ECG file ``.dcm``), ``label`` (``1``/``0``, ``MI``/``other``,
 ``true``/``false``) and ``patient_id``; optional ``split`` (train/val/test), ``fold`` (integer),
 ``norm`` (0/1), ``sttc``/``cd``/``hyp`` (0/1: with ``norm`` and ``label`` the five PTB-XL
 superclass flags that train the auxiliary heads), ``ecg_id`` (a PTB-XL ECG's id: the same ECG
@@ -29,6 +29,7 @@ from pathlib import Path
 import pandas as pd
 
 from engine.data.items import Item
+from engine.data.wfdb_io import record_file
 from engine.errors import DatasetError, LabError
 from engine.labs import LAB_BY_LOINC, lab_feature
 
@@ -188,8 +189,9 @@ def read_manifest(path: str | Path, labs_path: str | Path | None = None, *, wind
             raise DatasetError(f"{where}: record {rec!r} is listed twice")
         seen.add(rec)
         wfdb_path = root / rec
-        if not wfdb_path.with_suffix(".hea").is_file():
-            raise DatasetError(f"{where}: WFDB header {wfdb_path.with_suffix('.hea')} not found")
+        if not record_file(wfdb_path).is_file():
+            kind = "DICOM file" if record_file(wfdb_path) == wfdb_path else "WFDB header"
+            raise DatasetError(f"{where}: {kind} {record_file(wfdb_path)} not found")
         label = parse_label(r["label"], where)
         fold = _optional_float(r.get("fold"))
         norm = _optional_float(r.get("norm"))

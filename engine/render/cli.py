@@ -1,4 +1,4 @@
-"""``mirage render``: draw a WFDB record as the model sees it and as a clinician reads it.
+"""``mirage render``: draw a WFDB record or DICOM ECG as the model sees it and as a clinician reads it.
 
 Writes two PNGs: ``--out FILE.png`` is the ECG paper page (25 mm/s, 10 mm/mV, pink grid) and
 ``FILE.model.png`` the exact 224x224 model image of the same window after the shared pipeline
@@ -23,13 +23,14 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="mirage render",
         description=(
-            "Render one window of a WFDB record two ways: on ECG paper for people (FILE.png) and as the "
+            "Render one window of a WFDB record or DICOM 12-lead ECG two ways: on ECG paper for people (FILE.png) and as the "
             "224x224 MIRAGE model image (FILE.model.png), through the same pipeline as training and the stream. "
-            "Prints the window's signal-quality flags."
+            "Prints the window's signal-quality flags; signals that are no standard lead (Frank leads vx/vy/vz, "
+            "respiration) are ignored and listed as extra_signals."
         ),
         epilog="example: mirage render ../shared/data/ptbxl-sample/records500/00000/00077_hr --out ecg77.png",
     )
-    p.add_argument("record", nargs="?", help="WFDB record path (with or without .hea)")
+    p.add_argument("record", nargs="?", help="WFDB record path (with or without .hea) or DICOM ECG file (.dcm)")
     p.add_argument("--out", type=Path, help="paper PNG to write; the model image goes next to it as NAME.model.png")
     p.add_argument("--offset", type=float, default=0.0, help="window start in seconds into the record (default 0)")
     p.add_argument("--preset", default="default", help="MirageConfig preset for the model rate and window length (default: default)")
@@ -74,8 +75,14 @@ def render_main(argv: list[str]) -> int:
     from engine.render.paper import render_paper_png
     from engine.signal.quality import assess
 
+    from engine.errors import MirageError
+
     cfg = get_preset(args.preset)
-    rec = read_record(args.record)
+    try:
+        rec = read_record(args.record)
+    except MirageError as exc:
+        print(f"mirage render: {exc}")
+        return 2
     x = to_model_rate(rec.signal, rec.fs, rec.leads, cfg, allow_missing=True)
     window = cut_window(x, cfg.fs, cfg, args.offset)
     report = assess(window, cfg.fs)
@@ -89,5 +96,6 @@ def render_main(argv: list[str]) -> int:
     mpimg.imsave(model_path, image, cmap="gray", vmin=0.0, vmax=1.0)
     render_paper_png(window, cfg.fs, out, title=args.title if args.title is not None else rec.name)
     print(json.dumps({"paper": str(out), "model_image": str(model_path), "layout": args.layout, "fs": cfg.fs,
-                      "window_s": cfg.window_s, "quality_flags": quality_flags(window, cfg.fs), "evaluable": report.evaluable}))
+                      "window_s": cfg.window_s, "quality_flags": quality_flags(window, cfg.fs) + rec.flags, "evaluable": report.evaluable,
+                      "extra_signals": list(rec.extra_signals)}))
     return 0
