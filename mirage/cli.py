@@ -37,7 +37,8 @@ COMMANDS: dict[str, Command] = {
     "train": Command("engine.cli:train_main", "train MIRAGE on a PTB-XL folder or a manifest dataset", "model"),
     "crossval": Command("engine.crossval:crossval_main", "patient-wise cross-validation and ablations on PTB-XL folds (table + plots)", "model"),
     "evaluate": Command("engine.cli:evaluate_main", "evaluate a checkpoint on a labelled dataset (report.json + plots)", "model"),
-    "render": Command("engine.render.cli:render_main", "render a WFDB record as the model image and as ECG paper", "model"),
+    "predict": Command("engine.predict_cli:main", "score unlabelled ECG recordings (WFDB, DICOM, manifest, folder) -> CSV/JSON/PNG", "model"),
+    "render": Command("engine.render.cli:render_main", "render a WFDB record or DICOM ECG as the model image and as ECG paper", "model"),
     "simulate": Command("simulators.cli:simulate_main", "generate a synthetic cohort (WFDB + labs + manifest) from a scenario", "model"),
     "validate": Command("stream.validate_cli:validate_main", "replay a labelled dataset through the live system and score the alerts", "model"),
     # compiled inference
