@@ -108,3 +108,44 @@ def test_manifest_lists_dicom_files_and_evaluate_and_render_take_them(tmp_path: 
     (tmp_path / "manifest.csv").write_text("record,label,patient_id\nnothere.dcm,1,p0\n")
     with pytest.raises(DatasetError, match="DICOM file .*nothere.dcm not found"):
         load_items(tmp_path)
+
+
+def test_replay_streams_dicom_and_ptb_shaped_records_from_a_manifest(tmp_path: Path) -> None:
+    """``mirage replay --data DIR`` reads records with the engine's reader: DICOM plays, extras are dropped."""
+    from engine.data.testing import write_ptb_like_record
+    from simulators.cohort import build_cohort
+    from simulators.replay import ReplayPlan, scenario_from_data
+    from stream.schema import decode_chunk
+
+    x = _synthetic(5, 1000.0)
+    write_dicom_ecg(tmp_path / "a.dcm", x, 1000.0)
+    write_ptb_like_record(tmp_path, "b", x)
+    (tmp_path / "manifest.csv").write_text("record,label,patient_id\na.dcm,1,p1\nb,0,p2\n")
+    beds = build_cohort(scenario_from_data(tmp_path))
+    assert [b.n_samples for b in beds] == [10000, 10000] and all(b.fs == 1000.0 for b in beds)
+    plan = ReplayPlan(beds, start_ns=10**18, chunk_s=1.0)
+    sent: dict[str, list[np.ndarray]] = {}
+    for k in range(plan.n_ticks):
+        for m in plan.tick(k):
+            if m.kind == "chunk":
+                c = decode_chunk(m.value)
+                assert c.leads == LEADS  # 12 leads on the wire, vx/vy/vz never sent
+                sent.setdefault(c.bed_id, []).append(c.samples)
+    for bed_id, parts in sent.items():
+        played = np.concatenate(parts, axis=1)  # (12, 10000) mV as the gateway sent it
+        np.testing.assert_allclose(played, x, atol=2e-3)  # wire quantisation + DICOM/WFDB counts
+    assert len(sent) == 2
+
+
+def test_rhythm_group_is_chosen_over_median_beats(tmp_path: Path, pydicom_ecg: Path) -> None:
+    import pydicom
+
+    ds = pydicom.dcmread(pydicom_ecg)
+    ds.WaveformSequence = [ds.WaveformSequence[1], ds.WaveformSequence[0]]  # median beat first
+    del ds.WaveformSequence[1].MultiplexGroupLabel  # rhythm unlabelled: the longest 12-lead group wins
+    ds.save_as(tmp_path / "swapped.dcm")
+    assert read_dicom_waveform(tmp_path / "swapped.dcm").signal.shape == (12, 10000)
+    ds.WaveformSequence = [ds.WaveformSequence[0]]  # only the median beat is left
+    ds.save_as(tmp_path / "median.dcm")
+    with pytest.raises(DatasetError, match="no waveform group holds a 12-lead rhythm"):
+        read_dicom_waveform(tmp_path / "median.dcm")
