@@ -38,6 +38,11 @@ log = logging.getLogger(__name__)
 # Factor from a header's physical unit to millivolts.
 _UNIT_TO_MV: dict[str, float] = {"mv": 1.0, "uv": 1e-3, "µv": 1e-3, "μv": 1e-3, "v": 1e3, "nu": 1.0, "": 1.0}
 MIN_FILL = 0.8
+# Records whose extra signals were already reported: a record read again (replay loops, a DICOM
+# read for its length and its samples) is logged once per process. Bounded: it only grows with
+# the number of distinct records, and is cleared past _REPORTED_MAX.
+_REPORTED: set[tuple[str, tuple[str, ...]]] = set()
+_REPORTED_MAX = 100_000
 
 
 @dataclass(frozen=True)
@@ -83,8 +88,11 @@ def record_file(path: str | Path) -> Path:
     return base if is_dicom(base) else base.with_suffix(".hea")
 
 
-def standard_only(signal: np.ndarray, names: list[str] | tuple[str, ...], fs: float, name: str, source_format: str) -> EcgRecord:
+def standard_only(signal: np.ndarray, names: list[str] | tuple[str, ...], fs: float, name: str, source_format: str,
+                  origin: str = "") -> EcgRecord:
     """An :class:`EcgRecord` of the rows of ``signal`` that are standard leads; extras logged once.
+
+    ``origin`` (the file path) tells records apart for the once-per-record log line; default ``name``.
 
     Raises:
         DatasetError: a lead appears twice.
@@ -94,7 +102,12 @@ def standard_only(signal: np.ndarray, names: list[str] | tuple[str, ...], fs: fl
     except SignalError as exc:
         raise DatasetError(f"{source_format.upper()} record {name}: {exc}") from exc
     if lead_map.extra:
-        log.warning("record %s: ignoring %d signal(s) that are no standard ECG lead: %s", name, len(lead_map.extra), ", ".join(lead_map.extra))
+        key = (origin or name, lead_map.extra)
+        if key not in _REPORTED:
+            if len(_REPORTED) >= _REPORTED_MAX:
+                _REPORTED.clear()
+            _REPORTED.add(key)
+            log.warning("record %s: ignoring %d signal(s) that are no standard ECG lead: %s", name, len(lead_map.extra), ", ".join(lead_map.extra))
         keep = list(lead_map.kept)
         signal, names = signal[keep], [names[k] for k in keep]
     return EcgRecord(signal=signal, leads=tuple(names), fs=float(fs), name=name, extra_signals=lead_map.extra, source_format=source_format)
@@ -112,7 +125,7 @@ def read_record(path: str | Path) -> EcgRecord:
     """
     if is_dicom(path):
         wave = read_dicom_waveform(path)
-        return standard_only(wave.signal, list(wave.names), wave.fs, Path(path).name, "dicom")
+        return standard_only(wave.signal, list(wave.names), wave.fs, Path(path).name, "dicom", str(Path(path).resolve()))
     import wfdb  # imported here: the package is slow to import and only readers need it
 
     base = record_base(path)
@@ -134,7 +147,7 @@ def read_record(path: str | Path) -> EcgRecord:
             raise DatasetError(f"WFDB record {base}: lead {rec.sig_name[i]!r} has unit {unit!r}; expected mV, uV or V")
         if factor != 1.0:
             sig[i] *= factor
-    return standard_only(sig, list(rec.sig_name), float(rec.fs), base.name, "wfdb")
+    return standard_only(sig, list(rec.sig_name), float(rec.fs), base.name, "wfdb", str(base.resolve()))
 
 
 def cut_window(x: np.ndarray, fs: float, cfg: MirageConfig, offset_s: float = 0.0) -> np.ndarray:

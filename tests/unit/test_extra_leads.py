@@ -62,6 +62,11 @@ def test_to_standard_leads_ignore_extra_is_explicit() -> None:
     with pytest.raises(SignalError, match="unknown lead name 'vx'"):
         to_standard_leads(x, names)  # the stream's default is unchanged until its own change
     np.testing.assert_array_equal(to_standard_leads(x, names, ignore_extra=True), x[:12])
+    from engine.pipeline import to_model_rate_batch
+
+    batch = np.random.default_rng(0).normal(size=(3, 15, 2000))  # (B, L, S) at 200 Hz
+    got = to_model_rate_batch(batch, 200.0, names, CFG, ignore_extra=True)
+    np.testing.assert_array_equal(got, to_model_rate_batch(batch[:, :12], 200.0, list(PTB_LEADS), CFG))
 
 
 def test_ptb_shaped_record_reads_with_extras_dropped(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -70,6 +75,7 @@ def test_ptb_shaped_record_reads_with_extras_dropped(tmp_path: Path, caplog: pyt
     plain = write_ptb_like_record(tmp_path / "plain", "s0001_re", x12, extra=np.zeros((0, x12.shape[1])), extra_names=())
     with caplog.at_level(logging.WARNING, logger="engine.data.wfdb_io"):
         rec = read_record(base)
+        read_record(base)  # read again (a replay loop): not reported again
     assert rec.fs == 1000.0 and rec.signal.shape == (12, 10000) and rec.leads == PTB_LEADS
     assert rec.extra_signals == FRANK_LEADS and rec.flags == ["ignored:vx", "ignored:vy", "ignored:vz"]
     assert sum("vx, vy, vz" in r.getMessage() for r in caplog.records) == 1  # once per record
