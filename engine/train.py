@@ -283,8 +283,10 @@ def fit(
         log.info("resumed from %s at epoch %d (best val AUROC %.4f at epoch %d)", state_file, start_epoch, best[0] if best else float("nan"), best_epoch)
 
     stopped_early = bad_epochs >= opts.patience
-    bar = tqdm(range(start_epoch, opts.epochs), desc="training", unit="epoch", disable=not opts.progress, initial=start_epoch, total=opts.epochs)
-    for epoch in bar:
+    # One bar over every optimisation step of the run (a resumed run starts where it stopped), so the
+    # ETA is meaningful within the first minute even when an epoch takes several.
+    bar = tqdm(desc="training", unit="step", disable=not opts.progress, initial=start_epoch * steps_per_epoch, total=opts.epochs * steps_per_epoch)
+    for epoch in range(start_epoch, opts.epochs):
         if stopped_early:
             break
         t0 = time.perf_counter()
@@ -304,6 +306,7 @@ def fit(
             optim.step()
             sched.step()
             sums += np.array([float(loss.detach()), parts["ce"], parts["con"]]) * len(idx)
+            bar.update(1)
         probs = predict_dataset(model, val_ds)
         score = _val_score(val_ds.labels, probs)
         entry = EpochLog(epoch, *(sums / len(order)).tolist(), score[0], score[1], time.perf_counter() - t0)
@@ -314,7 +317,7 @@ def fit(
         else:
             bad_epochs += 1
         stopped_early = bad_epochs >= opts.patience
-        bar.set_postfix(loss=f"{entry.train_loss:.3f}", val_auroc=f"{entry.val_auroc:.3f}", best=f"{best[0]:.3f}@{best_epoch}")
+        bar.set_postfix(epoch=epoch, loss=f"{entry.train_loss:.3f}", val_auroc=f"{entry.val_auroc:.3f}", best=f"{best[0]:.3f}@{best_epoch}")
         log.info("epoch %d: loss %.4f (ce %.4f, con %.4f) val AUROC %.4f val loss %.4f (%.1f s)", epoch, entry.train_loss, entry.train_ce, entry.train_con, entry.val_auroc, entry.val_loss, entry.seconds)
         if state_file is not None:
             _save_state(state_file, model, optim, sched, rng, epoch, history, best, best_state, best_epoch, bad_epochs, cfg)
