@@ -42,6 +42,7 @@ COMMANDS: dict[str, Command] = {
     "validate": Command("stream.validate_cli:validate_main", "replay a labelled dataset through the live system and score the alerts", "model"),
     # compiled inference
     "export": Command("trt.cli:export_main", "export a checkpoint to ONNX (checked, parity-tested)", "compile"),
+    "build-int8": Command("trt.cli:build_int8_main", "calibrate the static int8 model workers load (offline build step)", "compile"),
     "build-engine": Command("trt.cli:build_engine_main", "build a TensorRT plan from the ONNX export", "compile"),
     "triton-repo": Command("trt.cli:triton_repo_main", "write a Triton Inference Server model repository", "compile"),
     # measurement

@@ -11,7 +11,8 @@ import importlib
 import logging
 from typing import Any, Callable
 
-from stream.processor import ModelInfo, PredictorLike
+from engine.prediction import Predictor
+from stream.processor import ModelInfo
 from stream.errors import SettingsError
 from stream.settings import Settings
 
@@ -25,7 +26,7 @@ def _import(spec: str) -> Any:
     return getattr(importlib.import_module(module), name)
 
 
-def load_model(settings: Settings, predictor_spec: str = "") -> tuple[PredictorLike, ModelInfo, Callable[[], PredictorLike] | None]:
+def load_model(settings: Settings, predictor_spec: str = "") -> tuple[Predictor, ModelInfo, Callable[[], Predictor] | None]:
     """The predictor, its alert metadata and a fallback factory, from the checkpoint and ``Settings.backend``.
 
     The fallback factory (None without ``Settings.fallback_backend``) builds the fallback backend
@@ -39,7 +40,7 @@ def load_model(settings: Settings, predictor_spec: str = "") -> tuple[PredictorL
     take the same window (``fs``, ``T``).
     """
     from engine.checkpoint import load_checkpoint, model_version
-    from engine.predictor import make_predictor
+    from trt.backends import make_predictor
 
     if predictor_spec:
         pred = _import(predictor_spec)(settings)
@@ -65,7 +66,7 @@ def load_model(settings: Settings, predictor_spec: str = "") -> tuple[PredictorL
         pred = make_predictor(settings.fallback_backend, loaded, **_backend_opts(settings, settings.fallback_backend))
     thresholds = {k: float(v) for k, v in loaded.thresholds.items()}
     info = ModelInfo(f"mirage-{loaded.config.name}", model_version(loaded), str(loaded.sha256), float(loaded.threshold), thresholds)
-    def build_fallback() -> PredictorLike:
+    def build_fallback() -> Predictor:
         return make_predictor(settings.fallback_backend, loaded)
 
     use_fallback = bool(settings.fallback_backend) and settings.fallback_backend != settings.backend

@@ -269,6 +269,7 @@ def run_demo(*, duration_s: float = 60.0, speed: float = 3.0, beds: int = 0, sce
     temp directory.
     """
     from deploy.services import EmbeddedServices
+    from trt.backends import build_offline
 
     workdir = Path(tempfile.mkdtemp(prefix="mirage-demo-"))
     if audit_db is None:
@@ -278,6 +279,8 @@ def run_demo(*, duration_s: float = 60.0, speed: float = 3.0, beds: int = 0, sce
     say = (lambda *a: None) if as_json else (lambda *a: print(*a, flush=True))
     say("starting embedded broker and Redis ...")
     try:
+        if not predictor:
+            build_offline(backend, checkpoint)  # the worker only loads a built artefact
         with EmbeddedServices(workdir=workdir / "services") as svc:
             settings = Settings.load(env={}, bootstrap_servers=svc.bootstrap, redis_url=svc.redis_url,
                                      consumer_group=f"mirage-demo-{uuid.uuid4().hex[:8]}")

@@ -405,12 +405,12 @@ def stage_costs(batch: int = 16, repeats: int = 5, backend: str = "torch", check
     from engine.checkpoint import load_checkpoint
     from engine.config import LEADS
     from engine.pipeline import model_inputs, quality_flags, quality_flags_batch, to_model_rate, to_model_rate_batch
-    from engine.predictor import make_predictor
+    from trt.backends import make_predictor
     from stream.labcache import empty_labs
 
     loaded = load_checkpoint(checkpoint)
     cfg = loaded.config
-    pred = make_predictor(backend, loaded)
+    pred = make_predictor(backend, loaded, build=True)
     pool = SignalPool(n=4, seconds=12.0)
     raw = np.stack([pool.read(i, 0, int(cfg.window_s * pool.fs)) for i in range(batch)])
 
@@ -453,7 +453,7 @@ def call_costs(max_batch: int, windows: int = 64, calls: int = 10, backend: str 
 
     from engine.checkpoint import load_checkpoint
     from engine.config import LEADS
-    from engine.predictor import make_predictor
+    from trt.backends import make_predictor
     from stream.processor import ModelInfo, StreamProcessor
     from stream.schema import EcgChunk
 
@@ -464,7 +464,7 @@ def call_costs(max_batch: int, windows: int = 64, calls: int = 10, backend: str 
     t0 = 1_700_000_000 * 10**9
 
     def run(batch: int) -> float:
-        pred = make_predictor(backend, loaded, **({"threads": threads} if threads else {}))
+        pred = make_predictor(backend, loaded, build=True, **({"threads": threads} if threads else {}))
         proc = StreamProcessor(pred, ModelInfo("bench", "0", "-"), Settings(max_batch=batch))
         proc.warmup()
 
@@ -716,7 +716,10 @@ def bench_main(argv: list[str]) -> int:
     threads = args.threads or (max(1, (os.cpu_count() or 1) // args.workers) if args.workers > 1 else 0)
     if threads:
         extra["threads"] = threads
+    from trt.backends import build_offline
+
     try:
+        build_offline(args.backend, args.checkpoint)  # the workers only load a built artefact
         with (contextlib.nullcontext(str(Path(args.workdir).resolve())) if args.workdir
               else tempfile.TemporaryDirectory(prefix="mirage-loadbench-")) as tmp:
             if args.bootstrap:

@@ -30,12 +30,13 @@ import time
 from collections import deque
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from engine.config import LEADS, MirageConfig
 from engine.pipeline import model_inputs
+from engine.prediction import Predictor
 from stream.admission import REASON_IDLE
 from stream.batcher import MicroBatcher
 from stream.labcache import LabCache, PatientLabs, PolicyStateStore, empty_labs
@@ -47,17 +48,6 @@ from stream.technical import TechnicalConfig, TechnicalMonitor
 from stream.windower import EcgWindow, Windower, convert_windows
 
 log = logging.getLogger(__name__)
-
-
-class PredictorLike(Protocol):
-    """The seam of ``engine.predictor.Predictor`` that the stream needs."""
-
-    name: str
-    config: MirageConfig
-
-    def predict(self, ecg: np.ndarray, image: np.ndarray, labs: np.ndarray, lab_mask: np.ndarray) -> Any:
-        """Return an object with ``probs`` (B,) and ``lead_weights`` (B, 12)."""
-        ...
 
 
 @dataclass(frozen=True)
@@ -107,8 +97,8 @@ class StreamProcessor:
     """Chunks in, alerts and releasable tokens out.
 
     Args:
-        predictor: a ``Predictor`` (``engine.predictor.make_predictor``) or any object with the
-            same ``name``/``config``/``predict``.
+        predictor: an ``engine.prediction.Predictor`` (``trt.backends.make_predictor``), or any
+            object with its ``name``/``config``/``predict``.
         info: model name/version/checkpoint sha and its thresholds.
         settings: stream settings (batching, hop, policy overrides, staleness).
         labcache: the lab store, or None to score without labs.
@@ -120,10 +110,10 @@ class StreamProcessor:
             alarm carrying the advisory "fallback backend ... in use".
     """
 
-    def __init__(self, predictor: PredictorLike, info: ModelInfo, settings: Settings, *, labcache: LabCache | None = None,
+    def __init__(self, predictor: Predictor, info: ModelInfo, settings: Settings, *, labcache: LabCache | None = None,
                  executor: Executor | None = None, snapshot: Callable[[EcgWindow], bytes] | None = None,
                  clock: Callable[[], int] | None = None, metrics: Any | None = None,
-                 fallback: Callable[[], PredictorLike] | None = None) -> None:
+                 fallback: Callable[[], Predictor] | None = None) -> None:
         self.predictor = predictor
         self._fallback = fallback
         self.on_fallback = False
@@ -299,7 +289,7 @@ class StreamProcessor:
         mostly does not, so the two use both cores. Results are applied strictly in batch order.
         """
         loop = asyncio.get_running_loop()
-        pending: tuple[list[EcgWindow], list[PatientLabs], Any, PredictorLike] | None = None
+        pending: tuple[list[EcgWindow], list[PatientLabs], Any, Predictor] | None = None
         try:
             for batch in batches:
                 # On the event loop: in the model thread its many short numpy calls wait on the GIL
@@ -323,7 +313,7 @@ class StreamProcessor:
                 # it is acknowledged); retrieve its outcome so it is not reported as never retrieved.
                 pending[2].add_done_callback(lambda f: None if f.cancelled() else f.exception())
 
-    async def _finish_batch(self, batch: list[EcgWindow], labs: list[PatientLabs], future: Any, used: PredictorLike,
+    async def _finish_batch(self, batch: list[EcgWindow], labs: list[PatientLabs], future: Any, used: Predictor,
                             result: ProcessResult) -> None:
         loop = asyncio.get_running_loop()
         try:
@@ -364,7 +354,7 @@ class StreamProcessor:
         self.on_fallback = True
 
     def _infer(self, batch: list[EcgWindow], labs: list[PatientLabs],
-               predictor: PredictorLike) -> tuple[np.ndarray, np.ndarray, float]:
+               predictor: Predictor) -> tuple[np.ndarray, np.ndarray, float]:
         """(probabilities, lead weights, seconds) of a converted batch (runs in the model thread)."""
         t0 = time.perf_counter()
         x = np.stack([w.signal for w in batch])  # (B, 12, T)

@@ -362,6 +362,7 @@ def validate(opts: ValidateOptions, out_dir: Path, settings: Settings | None = N
 
 def _validate(opts: ValidateOptions, out_dir: Path, settings: Settings, tmp: Path) -> dict[str, Any]:
     from stream.cli import load_model
+    from trt.backends import build_offline
     from stream.processor import policy_config
     from stream.validate_metrics import AlertEvent, BedInfo, WindowScore, summarize
     from stream.validate_report import write_report
@@ -369,7 +370,9 @@ def _validate(opts: ValidateOptions, out_dir: Path, settings: Settings, tmp: Pat
     t_wall = time.monotonic()
     sc = resolve_scenario(opts)
     start_ns = time.time_ns() + int(2e9)
-    # The worker subprocess loads the same checkpoint/backend; load here too for offline scoring.
+    # The worker subprocess loads the same checkpoint/backend (built here first if it has a build
+    # step); load it here too for offline scoring.
+    build_offline(settings.backend, settings.checkpoint or None)
     model = load_model(settings)
     predictor, info = model[0], model[1]
     cfg = predictor.config

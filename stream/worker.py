@@ -32,7 +32,8 @@ from stream.errors import WindowError, WireError
 from stream.kafka import faust_app, producer as make_producer
 from stream.labcache import LabCache
 from stream.metrics import MetricsServer, StreamMetrics
-from stream.processor import ModelInfo, PredictorLike, ProcessResult, StreamProcessor
+from engine.prediction import Predictor
+from stream.processor import ModelInfo, ProcessResult, StreamProcessor
 from stream.schema import LabResult, decode_chunk
 from stream.settings import Settings
 
@@ -94,8 +95,8 @@ class StreamWorker:
         fallback: builds the fallback backend when the primary fails at run time.
     """
 
-    def __init__(self, settings: Settings, predictor: PredictorLike, info: ModelInfo, *, stats_path: str | Path | None = None,
-                 fallback: Callable[[], PredictorLike] | None = None) -> None:
+    def __init__(self, settings: Settings, predictor: Predictor, info: ModelInfo, *, stats_path: str | Path | None = None,
+                 fallback: Callable[[], Predictor] | None = None) -> None:
         self.settings = settings
         self.metrics = StreamMetrics()
         self.redis = redis_client(settings)

@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 
 from engine.config import PRESETS
-from engine.predictor import Prediction
+from engine.prediction import Prediction
 from stream.processor import ModelInfo
 from stream.schema import Alert, EcgChunk, LabResult, encode_chunk
 from stream.settings import Settings
