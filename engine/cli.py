@@ -29,7 +29,8 @@ class _DefaultsFormatter(argparse.HelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        if action.default is not None and action.default is not False and action.default != argparse.SUPPRESS and "%(default)" not in text and action.option_strings:
+        shown = action.default is not None and action.default is not False and action.default != argparse.SUPPRESS
+        if shown and "%(default)" not in text and action.option_strings:
             text += " (default: %(default)s)"
         return text
 
@@ -90,7 +91,8 @@ def train_main(argv: list[str]) -> int:
             epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, patience=args.patience,
             seed=args.seed, augment=not args.no_augment, threads=args.threads, progress=not args.no_progress,
         )
-        plan = DataPlan(data=args.data, labs=args.labs, val_folds=tuple(args.val_fold or ()), test_folds=tuple(args.test_fold or ()), synthetic=args.synthetic, cache_dir=args.cache)
+        plan = DataPlan(data=args.data, labs=args.labs, val_folds=tuple(args.val_fold or ()), test_folds=tuple(args.test_fold or ()),
+                        synthetic=args.synthetic, cache_dir=args.cache)
         summary = run_training(plan, cfg, opts, args.out, resume=args.resume, command="mirage train " + shlex.join(argv))
     except MirageError as exc:
         print(f"mirage train: {exc}", file=sys.stderr)

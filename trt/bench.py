@@ -248,7 +248,7 @@ def run_bench(
     with tqdm(total=len(batches) * rounds * len(predictors), desc="timing", unit="slice", disable=None) as bar:
         for batch in batches:
             lat: dict[str, list[float]] = {name: [] for name in predictors}
-            for name, pred in predictors.items():
+            for pred in predictors.values():
                 measure(pred, inputs, batch, 0.0, warmup=2)
             for _ in range(rounds):
                 for name, pred in predictors.items():
@@ -347,7 +347,8 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     p.add_argument("--checkpoint", help="checkpoint file (default: the shipped engine/checkpoints/mirage-default.pt)")
-    p.add_argument("--preset", help="benchmark a random-init model of this preset instead of a checkpoint (the 'default' preset is used when no checkpoint exists)")
+    p.add_argument("--preset", help="benchmark a random-init model of this preset instead of a checkpoint "
+                                    "(the 'default' preset is used when no checkpoint exists)")
     p.add_argument("--batches", default="1,8,32", help="comma-separated batch sizes (default: 1,8,32)")
     p.add_argument("--seconds", type=float, default=5.0, help="timing seconds per backend and batch size (default: 5)")
     p.add_argument("--backends", help="comma-separated backends to try (default: every CPU one, plus GPU ones where CUDA exists)")
@@ -394,7 +395,8 @@ def bench_main(argv: list[str]) -> int:
         },
     })
     if args.plot:
-        plot_results(results, batches, args.plot, title=f"{source}, {len(os.sched_getaffinity(0))} cores, threads {args.threads or 'default'}, load {load_before[0]:.1f}")
+        title = f"{source}, {len(os.sched_getaffinity(0))} cores, threads {args.threads or 'default'}, load {load_before[0]:.1f}"
+        plot_results(results, batches, args.plot, title=title)
         out["plot"] = str(args.plot)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

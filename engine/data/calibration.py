@@ -12,6 +12,7 @@ import dataclasses
 import logging
 import os
 from pathlib import Path
+
 import numpy as np
 
 from engine.config import MirageConfig

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from stream.loadbench import BenchOptions, run_bench
 from stream.settings import Settings
+from stream.tools.loadbench import BenchOptions, run_bench
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -64,7 +64,7 @@ def test_bench_load_help() -> None:
 
 def test_call_costs_measures_pipelined_and_one_batch_calls() -> None:
     """The in-process call bench scores every window of every call with the real model (no broker)."""
-    from stream.loadbench import call_costs
+    from stream.tools.stagecosts import call_costs
 
     out = call_costs(max_batch=2, windows=4, calls=2, backend="torch")
     assert (out["call_windows"], out["max_batch"]) == (4, 2)
@@ -75,7 +75,7 @@ def test_call_costs_measures_pipelined_and_one_batch_calls() -> None:
 
 def test_broker_bench_runs_each_configuration_on_a_fresh_broker_and_reads_back_every_message() -> None:
     """``mirage bench broker`` in miniature: two producer lingers, every message produced is consumed."""
-    from stream.brokerbench import run
+    from stream.tools.brokerbench import run
 
     lines: list[str] = []
     out = run([5, 50], [20], rate=50, size=1000, keys=10, partitions=2, duration_s=4.0, say=lines.append)

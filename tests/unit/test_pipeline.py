@@ -47,7 +47,31 @@ def test_conditioning_removes_wander_and_clips() -> None:
     assert np.abs(np.median(halves, axis=1)).max() < 0.05
 
 
-def test_offline_batch_and_stream_single_windows_are_bit_identical() -> None:
+def test_stream_windows_give_the_offline_model_inputs_bit_identically() -> None:
+    """The live path (chunks -> Windower -> convert_windows -> model_inputs) gives the same model
+    inputs, bit for bit, as cutting the same record offline (what ``mirage validate`` checks live)."""
+    from stream.core.schema import EcgChunk
+    from stream.core.windower import Windower, convert_windows
+
+    rng = np.random.default_rng(1)
+    seconds, t0 = 24, 1_700_000_000 * 10**9
+    rec = np.concatenate([_windows(3)[k] for k in range(3)], axis=1)[:, : seconds * int(CFG.fs)]
+    rec = (rec + rng.normal(0, 0.02, rec.shape)).astype(np.float32)  # (12, T_total) at the model rate
+    per = int(CFG.fs)  # 1 s chunks
+    windower = Windower(CFG, convert=False)
+    live = []
+    for k in range(seconds):
+        live += windower.push(EcgChunk("bed-1", "pat-1", k, t0 + k * 10**9, CFG.fs, LEADS, rec[:, k * per:(k + 1) * per])).windows
+    convert_windows(live, CFG)
+    assert len(live) >= 5
+    starts = [round((w.start_ns - t0) * CFG.fs / 1e9) for w in live]
+    offline = model_inputs(np.stack([rec[:, s : s + CFG.T] for s in starts]), CFG)
+    stream = model_inputs(np.stack([w.signal for w in live]), CFG)
+    np.testing.assert_array_equal(stream.ecg, offline.ecg)
+    np.testing.assert_array_equal(stream.image, offline.image)
+
+
+def test_a_window_scored_alone_or_in_a_batch_gets_bit_identical_inputs() -> None:
     x = _windows(4)
     batch = model_inputs(x, CFG)
     for k in range(4):
