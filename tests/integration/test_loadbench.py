@@ -57,9 +57,30 @@ def test_bench_load_rejects_bad_arguments_naming_them(args: tuple[str, ...], nam
     assert bad.returncode == 2 and named in bad.stderr
 
 
-def test_bench_load_help() -> None:
-    ok = _bench("load", "--help")
-    assert ok.returncode == 0 and "--find-max" in ok.stdout and "--p99-bound-ms" in ok.stdout
+def test_bench_load_stages_passes_its_flags_and_prints_one_json_line(monkeypatch, capsys) -> None:
+    """``mirage bench load --stages``: the backend, checkpoint, batch and threads reach the two
+    in-process measurements, and their results are the JSON line printed last (no broker started)."""
+    import json
+
+    from stream.tools import loadbench
+
+    calls: dict[str, dict] = {}
+
+    def stage_costs(**kw):
+        calls["stage"] = kw
+        return {"stage_ms": 1.5}
+
+    def call_costs(max_batch, **kw):
+        calls["call"] = {"max_batch": max_batch, **kw}
+        return {"call_ms": 2.5}
+
+    monkeypatch.setattr(loadbench, "stage_costs", stage_costs)
+    monkeypatch.setattr(loadbench, "call_costs", call_costs)
+    rc = loadbench.bench_main(["--stages", "--max-batch", "4", "--backend", "onnxruntime", "--checkpoint", "c.pt", "--threads", "3"])
+    assert rc == 0
+    assert calls["stage"] == {"batch": 4, "backend": "onnxruntime", "checkpoint": "c.pt"}
+    assert calls["call"] == {"max_batch": 4, "backend": "onnxruntime", "checkpoint": "c.pt", "threads": 3}
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == {"stage_ms": 1.5, "call_ms": 2.5}
 
 
 def test_call_costs_measures_pipelined_and_one_batch_calls() -> None:
