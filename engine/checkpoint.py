@@ -9,6 +9,7 @@ the format version and the lab schema, so a stale or foreign file fails loudly w
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import io
 import logging
 import time
@@ -64,7 +65,10 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, cfg: MirageConfig,
     if not (0.0 <= float(threshold) <= 1.0):
         raise CheckpointError(f"{path}: threshold {threshold!r} is not a probability")
     renderer, preprocessing = _versions()
-    from mirage import __version__
+    try:
+        mirage_version = importlib.metadata.version("mirage-monitor")
+    except importlib.metadata.PackageNotFoundError:  # a source tree that was never installed
+        mirage_version = "unknown"
 
     payload: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
@@ -77,7 +81,7 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, cfg: MirageConfig,
         "thresholds": {"start": float(threshold), "end": round(float(threshold) * 0.8, 6)},
         "metrics": metrics or {},
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "mirage_version": __version__,
+        "mirage_version": mirage_version,
         "extra": extra or {},
     }
     for key in _PROMOTED:

@@ -30,7 +30,8 @@ class _DefaultsFormatter(argparse.HelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        if action.default is not None and action.default is not False and action.default != argparse.SUPPRESS and "%(default)" not in text and action.option_strings:
+        shown = action.default is not None and action.default is not False and action.default != argparse.SUPPRESS
+        if shown and "%(default)" not in text and action.option_strings:
             text += " (default: %(default)s)"
         return text
 
@@ -56,7 +57,9 @@ def train_parser() -> argparse.ArgumentParser:
         formatter_class=_DefaultsFormatter,
         epilog="example: mirage train --data ../shared/data/ptbxl-sample --synthetic 400 --out runs/mirage.pt",
     )
-    p.add_argument("--data", type=Path, action="append", help="PTB-XL folder (ptbxl_database.csv, scp_statements.csv, records500/) or manifest CSV/folder; repeat to combine sources (a PTB-XL ECG given twice is read once, from the first source; combined sources are split by patient hash)")
+    p.add_argument("--data", type=Path, action="append",
+                   help="PTB-XL folder (ptbxl_database.csv, scp_statements.csv, records500/) or manifest CSV/folder; repeat to combine sources "
+                        "(a PTB-XL ECG given twice is read once, from the first source; combined sources are split by patient hash)")
     p.add_argument("--labs", type=Path, help="labs CSV for a manifest (default: labs.csv next to it)")
     p.add_argument("--out", type=Path, required=True, help="checkpoint to write (.pt); training state goes to OUT.state")
     p.add_argument("--preset", default="small", help="model preset: " + ", ".join(PRESETS) + " (ptbxl = the shipped recipe, docs/MODEL.md)")
@@ -67,7 +70,9 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--patience", type=int, default=8, help="early stop after this many epochs without better validation AUROC")
     p.add_argument("--seed", type=int, default=0, help="seeds python, numpy, torch and the splits of synthetic data")
     p.add_argument("--val-fold", type=_folds, help="validation fold(s), e.g. 7 or 6,7 (datasets with folds; default: second-highest fold)")
-    p.add_argument("--test-fold", type=_folds, help="held-out test fold(s) (datasets with folds; default: highest fold; 'none' = no test split, to ship a model trained on all folds but the validation fold)")
+    p.add_argument("--test-fold", type=_folds,
+                   help="held-out test fold(s) (datasets with folds; default: highest fold; 'none' = no test split, to ship a model trained on "
+                        "all folds but the validation fold)")
     p.add_argument("--synthetic", type=int, default=0, metavar="N", help="add N simulated patients (half MI) from simulators.ecg")
     p.add_argument("--no-augment", action="store_true", help="turn off amplitude/shift/wander/noise augmentation")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
@@ -93,7 +98,8 @@ def train_main(argv: list[str]) -> int:
             epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, patience=args.patience,
             seed=args.seed, augment=not args.no_augment, threads=args.threads, progress=not args.no_progress,
         )
-        plan = DataPlan(data=tuple(args.data or ()) or None, labs=args.labs, val_folds=None if args.val_fold is None else tuple(args.val_fold), test_folds=None if args.test_fold is None else tuple(args.test_fold), synthetic=args.synthetic, cache_dir=args.cache)
+        plan = DataPlan(data=tuple(args.data or ()) or None, labs=args.labs, val_folds=None if args.val_fold is None else tuple(args.val_fold),
+                        test_folds=None if args.test_fold is None else tuple(args.test_fold), synthetic=args.synthetic, cache_dir=args.cache)
         summary = run_training(plan, cfg, opts, args.out, resume=args.resume, command="mirage train " + shlex.join(argv))
     except MirageError as exc:
         print(f"mirage train: {exc}", file=sys.stderr)

@@ -37,7 +37,8 @@ from engine.signal.resample import resample
 PREPROCESSING_VERSION = "bp0.5-40-zp2-clip5-v1"
 CLIP_MV = 5.0
 
-__all__ = ["CLIP_MV", "ModelInputs", "PREPROCESSING_VERSION", "RENDERER_VERSION", "condition_windows", "model_inputs", "quality_flags", "quality_flags_batch", "to_model_rate",
+__all__ = ["CLIP_MV", "ModelInputs", "PREPROCESSING_VERSION", "RENDERER_VERSION", "condition_windows", "model_inputs",
+           "quality_flags", "quality_flags_batch", "to_model_rate",
            "to_model_rate_batch"]
 
 

@@ -27,7 +27,7 @@ import numpy as np
 from engine.config import LEADS, MirageConfig
 from engine.data.wfdb_io import EcgRecord, cut_window, read_record
 from engine.errors import DatasetError, MirageError
-from engine.predictor import Predictor
+from engine.prediction import Predictor
 from engine.signal.leads import ignored_flags
 from engine.signal.quality import assess
 

@@ -11,8 +11,8 @@ import sys
 BENCHES = {
     "render": ("engine.render.bench:bench_main", "project renderer vs matplotlib, images/s and speedup"),
     "infer": ("trt.bench:bench_main", "every inference backend at several batch sizes vs torch eager fp32"),
-    "load": ("stream.loadbench:bench_main", "N live beds through broker + worker: windows/s, latency p50/p99"),
-    "broker": ("stream.brokerbench:bench_main", "the embedded broker's CPU over time under a fixed message flow, by producer linger"),
+    "load": ("stream.tools.loadbench:bench_main", "N live beds through broker + worker: windows/s, latency p50/p99"),
+    "broker": ("stream.tools.brokerbench:bench_main", "the embedded broker's CPU over time under a fixed message flow, by producer linger"),
 }
 
 

@@ -3,5 +3,5 @@ scenario files, ``mirage simulate`` (a WFDB + manifest dataset) and ``mirage rep
 
 Entry points: :func:`simulators.ecg.synthesize`, :func:`simulators.scenario.load_scenario`,
 :func:`simulators.cohort.build_cohort`, :func:`simulators.simulate.simulate` and the async
-:func:`simulators.replay.replay`. See docs/SIMULATORS.md.
+:func:`stream.tools.replay.replay`. See docs/SIMULATORS.md.
 """

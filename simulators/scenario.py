@@ -11,12 +11,14 @@ Parsing is strict: unknown keys are errors (a typo must not silently fall back t
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
-import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 from simulators.errors import ScenarioError, SimulatorError
 from simulators.labs import LabSchedule
@@ -316,3 +318,15 @@ def load_scenario(path: str | Path) -> Scenario:
 def builtin_names() -> list[str]:
     """Names of the shipped scenarios (``quick``, ``ward``, ``demo``)."""
     return sorted(q.stem for q in BUILTIN_DIR.glob("*.toml"))
+
+
+def scenario_help() -> str:
+    """Help text of a ``--scenario`` argument (files or the built-in names)."""
+    return f"a scenario file (.toml or .json) or a built-in name ({', '.join(builtin_names())})"
+
+
+def with_overrides(sc: Scenario, *, fs: float | None = None, duration_s: float | None = None, seed: int | None = None,
+                   beds: int | None = None) -> Scenario:
+    """``sc`` with the given fields replaced (None keeps the scenario's own value)."""
+    changes = {k: v for k, v in (("fs", fs), ("duration_s", duration_s), ("seed", seed), ("beds", beds)) if v is not None}
+    return dataclasses.replace(sc, **changes) if changes else sc

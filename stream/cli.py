@@ -7,78 +7,12 @@ file < ``MIRAGE_*`` environment < command-line flags).
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
-from typing import Any, Callable
+from typing import Any
 
-from stream.processor import ModelInfo, PredictorLike
-from stream.errors import SettingsError
 from stream.settings import Settings
 
 log = logging.getLogger(__name__)
-
-
-def _import(spec: str) -> Any:
-    module, _, name = spec.partition(":")
-    if not module or not name:
-        raise SettingsError(f"--predictor must look like 'package.module:factory', got {spec!r}")
-    return getattr(importlib.import_module(module), name)
-
-
-def load_model(settings: Settings, predictor_spec: str = "") -> tuple[PredictorLike, ModelInfo, Callable[[], PredictorLike] | None]:
-    """The predictor, its alert metadata and a fallback factory, from the checkpoint and ``Settings.backend``.
-
-    The fallback factory (None without ``Settings.fallback_backend``) builds the fallback backend
-    for the same checkpoint when the primary fails at run time; if the primary cannot even be
-    created, the fallback is used from the start.
-
-    ``predictor_spec`` (``module:factory``) replaces the checkpoint with a site-provided predictor:
-    ``factory(settings)`` returns an object with ``name``, ``config``, ``predict`` and optionally
-    ``info`` (a :class:`ModelInfo`). With ``Settings.fallback_backend`` its fallback is the
-    checkpoint (``Settings.checkpoint``, default the shipped one) on that backend, which must
-    take the same window (``fs``, ``T``).
-    """
-    from engine.checkpoint import load_checkpoint, model_version
-    from engine.predictor import make_predictor
-
-    if predictor_spec:
-        pred = _import(predictor_spec)(settings)
-        info = getattr(pred, "info", None) or ModelInfo(pred.name, "custom", "", 0.5)
-        if not settings.fallback_backend:
-            return pred, info, None
-
-        # Loaded now (a wrong path or an incompatible checkpoint fails at start), built when needed.
-        fb_loaded = load_checkpoint(settings.checkpoint or None)
-        if (fb_loaded.config.fs, fb_loaded.config.T) != (pred.config.fs, pred.config.T):
-            raise SettingsError(f"fallback checkpoint takes {fb_loaded.config.T} samples at {fb_loaded.config.fs} Hz, "
-                                f"the --predictor model {pred.config.T} at {pred.config.fs} Hz")
-        return pred, info, lambda: make_predictor(settings.fallback_backend, fb_loaded)
-
-    loaded = load_checkpoint(settings.checkpoint or None)
-    opts = _backend_opts(settings, settings.backend)
-    try:
-        pred = make_predictor(settings.backend, loaded, **opts)
-    except Exception as exc:
-        if not settings.fallback_backend:
-            raise
-        log.warning("backend %r failed (%s); falling back to %r", settings.backend, exc, settings.fallback_backend)
-        pred = make_predictor(settings.fallback_backend, loaded, **_backend_opts(settings, settings.fallback_backend))
-    thresholds = {k: float(v) for k, v in loaded.thresholds.items()}
-    info = ModelInfo(f"mirage-{loaded.config.name}", model_version(loaded), str(loaded.sha256), float(loaded.threshold), thresholds)
-    def build_fallback() -> PredictorLike:
-        return make_predictor(settings.fallback_backend, loaded)
-
-    use_fallback = bool(settings.fallback_backend) and settings.fallback_backend != settings.backend
-    return pred, info, (build_fallback if use_fallback else None)
-
-
-def _backend_opts(settings: Settings, backend: str) -> dict[str, Any]:
-    """Options for ``make_predictor``: the device, and ``Settings.threads`` for CPU backends
-    (several workers on one host, Kafka scale-out, must not each start a thread per core)."""
-    opts: dict[str, Any] = {"device": settings.device} if settings.device and settings.device != "cpu" else {}
-    if settings.threads and backend != "tensorrt":
-        opts["threads"] = int(settings.threads)
-    return opts
 
 
 def add_connection_args(p: argparse.ArgumentParser) -> None:
@@ -112,6 +46,7 @@ def worker_main(argv: list[str]) -> int:
     p.add_argument("--stats-out", help="rewrite a JSON summary (counts, latency quantiles) to this file every second")
     args = p.parse_args(argv)
     from engine.errors import MirageError
+    from stream.worker.model import load_model
 
     try:
         settings = settings_from_args(args, consumer_group=args.group, metrics_port=args.metrics_port)
@@ -121,7 +56,7 @@ def worker_main(argv: list[str]) -> int:
         log.error("cannot start the worker: %s", exc)
         return 2
     log.info("model %s %s (checkpoint %s) on backend %s", info.name, info.version, info.checkpoint_sha[:12], settings.backend)
-    from stream.worker import StreamWorker
+    from stream.worker.app import StreamWorker
 
     worker = StreamWorker(settings, predictor, info, stats_path=args.stats_out, fallback=fallback)
     return worker.run()
@@ -129,7 +64,7 @@ def worker_main(argv: list[str]) -> int:
 
 def demo_main(argv: list[str]) -> int:
     """``mirage demo``: the whole system on one machine in about a minute."""
-    from stream.demo import run_demo
+    from stream.tools.demo import run_demo
 
     p = argparse.ArgumentParser(
         prog="mirage demo",

@@ -1,27 +1,37 @@
-"""Choose an inference backend by name: ``create(backend, loaded_checkpoint, **opts) -> Predictor``.
+"""The one factory of inference backends: ``make_predictor(backend, checkpoint, **opts) -> Predictor``.
 
-``engine.predictor.make_predictor`` builds ``"torch"`` (eager fp32 CPU) itself and calls
-:func:`create` for every other name. Compiled artefacts (the ONNX export, its int8 copy, TensorRT
-plans) are cached under ``$MIRAGE_CACHE_DIR`` (default ``~/.cache/mirage/compiled``) keyed by
-the checkpoint's SHA-256, so a new checkpoint never reuses an old graph.
+Every backend, PyTorch eager included, is wired here, so callers (the stream worker, the
+benchmarks, the tests) name a backend and get an ``engine.prediction.Predictor``. Compiled
+artefacts come from ``trt.artifacts``: the ONNX export and its dynamic int8 copy are derived on
+first use; a calibrated static int8 model and TensorRT plans are built offline
+(``mirage build-int8``, ``mirage build-engine``) and only loaded here unless the caller asks for a
+build (``build=True``: the benchmarks and tests do, a worker never does).
 
 A backend that cannot run here raises :class:`BackendUnavailableError` naming what is missing
-(the ``tensorrt`` module, a CUDA GPU, a plan file); an unknown name raises
-:class:`BackendError` listing the choices.
+(the ``tensorrt`` module, a CUDA GPU, a built artefact and the command that builds it); an unknown
+name raises :class:`BackendError` listing the choices.
 """
 
 from __future__ import annotations
 
 import copy
 import logging
-import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from trt.artifacts import ORT_OPSET, build_int8_static, int8_for, int8_static_path, onnx_for, tensorrt_plan_path
 from trt.errors import BackendError, BackendUnavailableError
+
+if TYPE_CHECKING:
+    from engine.prediction import Predictor
 
 log = logging.getLogger(__name__)
 
+# Built without an artefact, straight from the checkpoint's module.
+TORCH_BACKENDS: dict[str, str] = {
+    "torch": "PyTorch eager fp32 (CPU unless device= says otherwise)",
+    "torch-compile": "torch.compile (Inductor) of the eager model",
+}
 BACKENDS: dict[str, str] = {
     "onnxruntime": "ONNX Runtime fp32 on the CPU (graph optimisation, intra-op threads)",
     "onnxruntime-int8": "ONNX Runtime with int8 dynamic quantisation of MatMul/Gemm weights (CPU; NOT batch-invariant)",
@@ -37,96 +47,7 @@ BACKENDS: dict[str, str] = {
 }
 
 
-def cache_dir() -> Path:
-    """Where compiled artefacts live (``$MIRAGE_CACHE_DIR`` or ``~/.cache/mirage/compiled``)."""
-    root = os.environ.get("MIRAGE_CACHE_DIR")
-    return Path(root) if root else Path.home() / ".cache" / "mirage" / "compiled"
-
-
-def _key(loaded: Any) -> str:
-    sha = getattr(loaded, "sha256", None)
-    if not sha:
-        raise BackendError("the loaded checkpoint has no sha256; load it with engine.checkpoint.load_checkpoint")
-    return str(sha)[:16]
-
-
-# ONNX Runtime gets opset 20 (native Gelu: one kernel instead of Erf/Div/Add/Mul, measured ~5-8%
-# faster int8 here); TensorRT plans are built from opset 18, which every TensorRT 10 parser reads.
-ORT_OPSET = 20
-TENSORRT_OPSET = 18
-
-
-def onnx_for(loaded: Any, *, onnx_path: str | Path | None = None, opset: int = TENSORRT_OPSET, fast: bool = False) -> Path:
-    """The checkpoint's ONNX export at ``opset``, exporting (with checks) on first use.
-
-    With ``fast`` the module is first rewritten (``trt.rewrite.fast_export_module``: conv stem as
-    2-D convolutions) and the graph is checked against the *original* torch model (1e-4).
-    """
-    if onnx_path is not None:
-        path = Path(onnx_path)
-        if not path.is_file():
-            raise BackendUnavailableError(f"ONNX file {path} does not exist; run 'mirage export --out {path}'")
-        return path
-    suffix = ""
-    if fast:
-        from trt.rewrite import REWRITE_VERSION
-
-        suffix = f"-fast{REWRITE_VERSION}"
-    path = cache_dir() / f"mirage-{_key(loaded)}-op{opset}{suffix}.onnx"
-    if not path.is_file():
-        from trt.export import check_parity, export_onnx
-
-        log.info("exporting the checkpoint to %s (first use)", path)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        if fast:
-            from trt.rewrite import fast_export_module
-
-            module, rewrites = fast_export_module(loaded.model)
-            log.info("export rewrites: %s", rewrites or "none")
-            export_onnx(module, loaded.config, tmp, opset=opset)
-            check_parity(loaded.model, tmp, cfg=loaded.config)  # the rewritten graph vs the original model
-        else:
-            export_onnx(loaded.model, loaded.config, tmp, opset=opset)
-        tmp.replace(path)
-    return path
-
-
-def int8_for(loaded: Any, *, onnx_path: str | Path | None = None) -> Path:
-    """The int8 (dynamic quantisation) copy of the checkpoint's ONNX export."""
-    from trt.ort_backend import quantize_int8
-
-    src = onnx_for(loaded, onnx_path=onnx_path, opset=ORT_OPSET)
-    dst = src.with_name(src.stem + ".int8.onnx")
-    if not dst.is_file() or dst.stat().st_mtime < src.stat().st_mtime:
-        quantize_int8(src, dst)
-    return dst
-
-
-def int8_static_for(loaded: Any, *, onnx_path: str | Path | None = None, calibration: Any = None) -> Path:
-    """The static QDQ int8 copy of the checkpoint's rewritten ONNX export, calibrated on first use.
-
-    Args:
-        loaded: the loaded checkpoint.
-        onnx_path: quantise this fp32 ONNX file instead of the cached rewritten export.
-        calibration: model inputs to calibrate on (``ModelInputs``-like); default: every 4th
-            window of the shared PTB-XL sample (synthetic windows when it is absent).
-    """
-    from trt.ort_static import calibration_feeds, default_calibration, feeds_digest, quantize_int8_static
-
-    src = onnx_for(loaded, onnx_path=onnx_path, opset=ORT_OPSET, fast=True)
-    if calibration is None:
-        calibration, source = default_calibration(loaded.config)
-        log.info("static int8 calibration: %s", source)
-    feeds = calibration_feeds(calibration)
-    dst = src.with_name(f"{src.stem}.int8s-{feeds_digest(feeds)}.onnx")
-    if not dst.is_file() or dst.stat().st_mtime < src.stat().st_mtime:
-        tmp = dst.with_name(f"{dst.stem}.{os.getpid()}.tmp.onnx")
-        quantize_int8_static(src, tmp, feeds)
-        tmp.replace(dst)
-    return dst
-
-
-def _create_tensorrt(loaded: Any, opts: dict[str, Any]):
+def _create_tensorrt(loaded: Any, opts: dict[str, Any], *, build: bool):
     from trt.builder import BuildOptions, build_plan, require_tensorrt
     from trt.runner import TensorRTPredictor
 
@@ -138,25 +59,34 @@ def _create_tensorrt(loaded: Any, opts: dict[str, Any]):
             raise BackendUnavailableError(f"TensorRT plan file {plan} does not exist; build it with 'mirage build-engine'")
         require_tensorrt()
     else:
-        require_tensorrt()  # before exporting anything, say what is missing
+        require_tensorrt()  # before exporting or looking for anything, say what is missing
         onnx_path = opts.pop("onnx_path", None)
         build_opts = BuildOptions(**opts)
         opts.clear()
-        src = onnx_for(loaded, onnx_path=onnx_path)
-        plan = build_plan(src, src.with_name(f"{src.stem}.{build_opts.precision}.plan"), build_opts)
+        plan = tensorrt_plan_path(loaded, build_opts.precision)
+        if build:
+            build_plan(onnx_for(loaded, onnx_path=onnx_path), plan, build_opts)
+        elif not plan.is_file():
+            raise BackendUnavailableError(
+                f"no TensorRT plan for checkpoint {loaded.sha256[:16]} at {plan}; build it offline on this GPU with "
+                f"'mirage export --checkpoint CHECKPOINT --out M.onnx && mirage build-engine --onnx M.onnx "
+                f"--precision {build_opts.precision} --out {plan}'")
     if opts:
         raise BackendError(f"backend 'tensorrt' does not take options {sorted(opts)}")
     return TensorRTPredictor(plan, loaded.config, name="tensorrt", cuda_graphs=cuda_graphs)
 
 
-def create(backend: str, loaded_checkpoint: Any, **opts: Any):
-    """Build the named backend's predictor for a loaded checkpoint.
+def create(backend: str, loaded_checkpoint: Any, *, build: bool = False, **opts: Any):
+    """Build the named compiled backend's predictor for a loaded checkpoint.
 
     Args:
         backend: one of :data:`BACKENDS`.
         loaded_checkpoint: ``engine.checkpoint.LoadedCheckpoint`` (model, config, sha256, ...).
+        build: also run the offline build step of a static int8 model or TensorRT plan (a
+            worker leaves this False and only loads what ``mirage build-int8``/``build-engine`` wrote).
         **opts: backend options: ``threads`` (CPU backends), ``onnx_path`` (ONNX Runtime,
-            TensorRT), ``calibration`` (``onnxruntime-int8-static``: model inputs to calibrate on), ``plan_path``/``precision``/``min_batch``/``opt_batch``/``max_batch``/
+            TensorRT), ``calibration`` (``onnxruntime-int8-static``: model inputs to calibrate on;
+            implies a build), ``plan_path``/``precision``/``min_batch``/``opt_batch``/``max_batch``/
             ``timing_cache``/``cuda_graphs`` (TensorRT), ``device`` (torch backends).
 
     Raises:
@@ -177,16 +107,75 @@ def create(backend: str, loaded_checkpoint: Any, **opts: Any):
         if backend == "onnxruntime-int8":
             path = int8_for(loaded_checkpoint, onnx_path=onnx_path)
         elif backend == "onnxruntime-int8-static":
-            path = int8_static_for(loaded_checkpoint, onnx_path=onnx_path, calibration=calibration)
+            if build or calibration is not None:
+                path = build_int8_static(loaded_checkpoint, onnx_path=onnx_path, calibration=calibration)
+            else:
+                path = int8_static_path(loaded_checkpoint, onnx_path=onnx_path)
         else:
             path = onnx_for(loaded_checkpoint, onnx_path=onnx_path, opset=ORT_OPSET, fast=backend == "onnxruntime-opt")
         return OrtPredictor(path, loaded_checkpoint.config, name=backend, threads=threads)
     if backend == "tensorrt":
-        return _create_tensorrt(loaded_checkpoint, opts)
+        return _create_tensorrt(loaded_checkpoint, opts, build=build)
     from trt.torch_backends import create_torch_backend
 
     # A private copy: a backend moves/compiles its module and must not disturb the caller's.
     return create_torch_backend(backend, copy.deepcopy(loaded_checkpoint.model), loaded_checkpoint.config, **opts)
+
+
+def make_predictor(backend: str, checkpoint: Any = None, *, build: bool = False, **opts: Any) -> Predictor:
+    """Build the predictor named ``backend`` for a checkpoint (path, loaded, or None = shipped).
+
+    ``"torch"`` (eager) and ``"torch-compile"`` are ``engine.predictor.TorchPredictor`` (options
+    ``device``, ``dtype``, ``threads``); every other name goes to :func:`create`.
+
+    Raises:
+        CheckpointError: the checkpoint cannot be loaded.
+        ConfigError: the backend is unknown, cannot run here, or does not take an option (the
+            message names the backend and what is missing, or the command that builds it).
+    """
+    from engine.checkpoint import LoadedCheckpoint, load_checkpoint
+    from engine.errors import ConfigError
+
+    loaded = checkpoint if isinstance(checkpoint, LoadedCheckpoint) else load_checkpoint(checkpoint)
+    if backend in TORCH_BACKENDS:
+        from engine.predictor import TorchPredictor
+
+        unknown = sorted(set(opts) - {"device", "dtype", "threads"})
+        if unknown:
+            raise ConfigError(f"backend {backend!r} does not take options {unknown}")
+        # Moving, casting or compiling works on a private copy, never on the caller's module.
+        private = backend == "torch-compile" or opts.get("dtype") is not None or str(opts.get("device", "cpu")) != "cpu"
+        model = copy.deepcopy(loaded.model) if private else loaded.model
+        return TorchPredictor(model, loaded.config, device=str(opts.get("device", "cpu")), dtype=opts.get("dtype"),
+                              compile=backend == "torch-compile", threads=opts.get("threads"), name=backend)
+    try:
+        return create(backend, loaded, build=build, **opts)
+    except ConfigError:
+        raise
+    except (ValueError, ImportError, RuntimeError, OSError) as exc:
+        # BackendError (unknown name/option) and BackendUnavailableError (what is missing).
+        raise ConfigError(f"inference backend {backend!r} cannot be used: {exc}") from exc
+
+
+def build_offline(backend: str, checkpoint: Any = None) -> Path | None:
+    """Run ``backend``'s offline build step for a checkpoint, if it has one; the artefact's path or None.
+
+    What ``mirage build-int8`` does, for tools that start their own workers (``mirage demo``,
+    ``validate``, ``bench load``): they build, the workers they start only load.
+    """
+    if backend not in ("onnxruntime-int8-static", "tensorrt"):
+        return None
+    from engine.checkpoint import LoadedCheckpoint, load_checkpoint
+
+    loaded = checkpoint if isinstance(checkpoint, LoadedCheckpoint) else load_checkpoint(checkpoint or None)
+    if backend == "onnxruntime-int8-static":
+        return build_int8_static(loaded)
+    from trt.builder import BuildOptions, build_plan, require_tensorrt
+
+    require_tensorrt()
+    options = BuildOptions()
+    return build_plan(onnx_for(loaded), tensorrt_plan_path(loaded, options.precision), options)
+    return None
 
 
 def unavailable_reason(backend: str) -> str | None:

@@ -30,6 +30,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from engine.data.calibration import eval_inputs, shared_ptbxl
+
 log = logging.getLogger(__name__)
 
 CPU_CANDIDATES: tuple[str, ...] = (
@@ -73,49 +75,6 @@ def auroc(scores: np.ndarray, labels: np.ndarray) -> float | None:
     if labels.min() == labels.max():
         return None
     return _auroc(labels, np.asarray(scores, dtype=np.float64))
-
-
-def shared_ptbxl() -> Path:
-    """The shared PTB-XL sample: ``$MIRAGE_SHARED_DATA/ptbxl-sample`` or ``<repo>/../shared/data/ptbxl-sample``."""
-    root = os.environ.get("MIRAGE_SHARED_DATA")
-    base = Path(root) if root else Path(__file__).resolve().parents[2] / "shared" / "data"
-    return base / "ptbxl-sample"
-
-
-def load_eval_inputs(cfg: Any, *, ptbxl: Path | None, limit: int, seed: int = 0) -> tuple[Any, np.ndarray | None, str]:
-    """Model inputs for the bench and their MI labels (``None`` for synthetic data), and the source."""
-    from engine.pipeline import model_inputs
-
-    if ptbxl is not None and (ptbxl / "ptbxl_database.csv").is_file():
-        windows, labels = ptbxl_windows(ptbxl, cfg, limit=limit)
-        return model_inputs(windows, cfg), labels, f"PTB-XL sample ({len(labels)} records, {int(labels.sum())} MI)"
-    rng = np.random.default_rng(seed)
-    t = np.arange(cfg.T) / cfg.fs
-    beats = np.sin(2 * np.pi * 1.2 * t) ** 15  # a crude periodic QRS-like shape, mV
-    windows = (beats[None, None, :] * rng.uniform(0.3, 1.5, (limit, 12, 1)) + 0.02 * rng.standard_normal((limit, 12, cfg.T)))
-    return model_inputs(windows.astype(np.float32), cfg), None, f"synthetic ({limit} windows; no labels)"
-
-
-def ptbxl_windows(root: Path, cfg: Any, *, limit: int) -> tuple[np.ndarray, np.ndarray]:
-    """One window of up to ``limit`` labelled PTB-XL records at the model rate, and their MI labels.
-
-    Uses the project's readers (``engine.data``): the same labelling and windowing as training.
-    """
-    from engine.data.ptbxl import read_ptbxl
-    from engine.data.wfdb_io import load_window
-    from engine.errors import DatasetError
-
-    windows, labels = [], []
-    for item in read_ptbxl(root):
-        try:
-            windows.append(load_window(item.path, cfg, item.offset_s))
-        except DatasetError as exc:
-            log.debug("skipping a record: %s", exc)
-            continue
-        labels.append(int(item.label))
-        if len(windows) >= limit:
-            break
-    return np.stack(windows).astype(np.float32), np.asarray(labels)
 
 
 def _batches(inputs: Any, batch: int, n: int):
@@ -186,6 +145,16 @@ def _load(checkpoint: str | None, preset: str | None) -> tuple[Any, str]:
         return random_init_checkpoint("default"), "random-init default"
 
 
+def load_checkpoint_or_preset(path: str | None, preset: str | None = None) -> Any:
+    """The checkpoint at ``path`` (None = the shipped one), or a random-init ``preset`` model when no path is given."""
+    from engine.checkpoint import load_checkpoint
+
+    if path is None and preset:
+        log.warning("using a random-init %r model (no --checkpoint)", preset)
+        return random_init_checkpoint(preset)
+    return load_checkpoint(path)
+
+
 def random_init_checkpoint(preset: str, seed: int = 0) -> Any:
     """A ``LoadedCheckpoint`` of a freshly initialised model, saved in the cache dir and loaded back.
 
@@ -197,7 +166,7 @@ def random_init_checkpoint(preset: str, seed: int = 0) -> Any:
     from engine.checkpoint import load_checkpoint, save_checkpoint
     from engine.config import get_preset
     from engine.model import Mirage
-    from trt.backends import cache_dir
+    from trt.artifacts import cache_dir
 
     path = cache_dir() / f"random-{preset}-seed{seed}.pt"
     if path.is_file():  # same file, same SHA-256: the cached ONNX export is reused
@@ -235,8 +204,7 @@ def run_bench(
     explicit: bool = False,
 ) -> list[BackendResult]:
     """Create every backend, score it against the baseline, time it; returns baseline first."""
-    from engine.predictor import make_predictor
-    from trt.backends import create, unavailable_reason
+    from trt.backends import create, make_predictor, unavailable_reason
 
     results: list[BackendResult] = []
     predictors: dict[str, Any] = {}
@@ -254,7 +222,7 @@ def run_bench(
         opts: dict[str, Any] = {"threads": threads} if threads and name != "tensorrt" else {}
         try:
             t0 = time.perf_counter()
-            pred = create(name, loaded, **opts)
+            pred = create(name, loaded, build=True, **opts)
             probs = all_probs(pred, inputs)  # also warms up / compiles
             log.info("%s ready in %.1f s", name, time.perf_counter() - t0)
         except Exception as exc:  # noqa: BLE001 - a failing backend is reported, the bench goes on
@@ -280,7 +248,7 @@ def run_bench(
     with tqdm(total=len(batches) * rounds * len(predictors), desc="timing", unit="slice", disable=None) as bar:
         for batch in batches:
             lat: dict[str, list[float]] = {name: [] for name in predictors}
-            for name, pred in predictors.items():
+            for pred in predictors.values():
                 measure(pred, inputs, batch, 0.0, warmup=2)
             for _ in range(rounds):
                 for name, pred in predictors.items():
@@ -379,7 +347,8 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     p.add_argument("--checkpoint", help="checkpoint file (default: the shipped engine/checkpoints/mirage-default.pt)")
-    p.add_argument("--preset", help="benchmark a random-init model of this preset instead of a checkpoint (the 'default' preset is used when no checkpoint exists)")
+    p.add_argument("--preset", help="benchmark a random-init model of this preset instead of a checkpoint "
+                                    "(the 'default' preset is used when no checkpoint exists)")
     p.add_argument("--batches", default="1,8,32", help="comma-separated batch sizes (default: 1,8,32)")
     p.add_argument("--seconds", type=float, default=5.0, help="timing seconds per backend and batch size (default: 5)")
     p.add_argument("--backends", help="comma-separated backends to try (default: every CPU one, plus GPU ones where CUDA exists)")
@@ -402,7 +371,7 @@ def bench_main(argv: list[str]) -> int:
     load_before = os.getloadavg()
     loaded, source = _load(args.checkpoint, args.preset)
     cfg = loaded.config
-    inputs, labels, data_source = load_eval_inputs(cfg, ptbxl=data if data.is_dir() else None, limit=args.limit)
+    inputs, labels, data_source = eval_inputs(cfg, ptbxl=data if data.is_dir() else None, limit=args.limit)
     backends = [b.strip() for b in args.backends.split(",")] if args.backends else [*CPU_CANDIDATES, *GPU_CANDIDATES]
     print(f"model: {source} ({cfg.name}); data: {data_source}; cores: {len(os.sched_getaffinity(0))}; "
           f"threads: {args.threads or 'default'}; load: {load_before[0]:.2f}")
@@ -426,7 +395,8 @@ def bench_main(argv: list[str]) -> int:
         },
     })
     if args.plot:
-        plot_results(results, batches, args.plot, title=f"{source}, {len(os.sched_getaffinity(0))} cores, threads {args.threads or 'default'}, load {load_before[0]:.1f}")
+        title = f"{source}, {len(os.sched_getaffinity(0))} cores, threads {args.threads or 'default'}, load {load_before[0]:.1f}"
+        plot_results(results, batches, args.plot, title=title)
         out["plot"] = str(args.plot)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,4 @@
-"""Door of the compiled-inference room: ``mirage export``, ``mirage build-engine``, ``mirage triton-repo``.
+"""Door of the compiled-inference room: ``mirage export``, ``build-int8``, ``build-engine``, ``triton-repo``.
 
 Each function takes ``argv`` (without the subcommand), builds its own argparse parser and returns
 an exit code: 0 done, 2 bad arguments, 3 a backend is unavailable here (TensorRT/CUDA missing),
@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from trt.bench import load_checkpoint_or_preset
 from trt.errors import BackendUnavailableError, InferenceError
 
 log = logging.getLogger(__name__)
@@ -23,23 +24,12 @@ log = logging.getLogger(__name__)
 PLAN_ATOL: dict[str, float] = {"fp32": 1e-4, "tf32": 5e-3, "fp16": 1e-2, "bf16": 3e-2}
 
 
-def _load_checkpoint(path: str | None, preset: str | None = None) -> Any:
-    from engine.checkpoint import load_checkpoint
-
-    if path is None and preset:
-        from trt.bench import random_init_checkpoint
-
-        log.warning("using a random-init %r model (no --checkpoint)", preset)
-        return random_init_checkpoint(preset)
-    return load_checkpoint(path)
-
-
 def real_inputs(cfg: Any, data: Path | None, n: int) -> dict[str, Any] | None:
     """``n`` PTB-XL windows through the shared pipeline, as an ONNX feed; ``None`` without data."""
     if data is None or not (data / "ptbxl_database.csv").is_file():
         return None
+    from engine.data.calibration import ptbxl_windows
     from engine.pipeline import model_inputs
-    from trt.bench import ptbxl_windows
 
     windows, _ = ptbxl_windows(data, cfg, limit=n)
     mi = model_inputs(windows, cfg)
@@ -66,12 +56,12 @@ def export_main(argv: list[str]) -> int:
     p.add_argument("--parity-windows", type=int, default=16, help="real windows in the parity check (default: 16)")
     p.add_argument("--int8", type=Path, help="also write an int8 dynamically quantised copy here")
     args = p.parse_args(argv)
-    from trt.bench import shared_ptbxl
+    from engine.data.calibration import shared_ptbxl
     from trt.export import export_onnx
     from trt.ort_backend import quantize_int8
 
     try:
-        loaded = _load_checkpoint(args.checkpoint, args.preset)
+        loaded = load_checkpoint_or_preset(args.checkpoint, args.preset)
         feed = real_inputs(loaded.config, args.data or shared_ptbxl(), args.parity_windows)
         result = export_onnx(loaded.model, loaded.config, args.out, opset=args.opset, parity_inputs=feed, atol=args.atol, exporter=args.exporter)
         report = {**result.to_dict(), "parity_data": "PTB-XL" if feed is not None else "random", "checkpoint_sha256": loaded.sha256}
@@ -111,7 +101,7 @@ def build_engine_main(argv: list[str]) -> int:
     p.add_argument("--no-parity", action="store_true", help="skip the parity check against PyTorch")
     p.add_argument("--atol", type=float, help="max |plan - torch| on probs (default by precision: " + ", ".join(f"{k} {v}" for k, v in PLAN_ATOL.items()) + ")")
     args = p.parse_args(argv)
-    from trt.bench import shared_ptbxl
+    from engine.data.calibration import shared_ptbxl
     from trt.builder import BuildOptions, build_plan
     from trt.runner import parity_vs_torch
 
@@ -123,7 +113,7 @@ def build_engine_main(argv: list[str]) -> int:
         plan = build_plan(args.onnx, args.out, options, force=args.force)
         report: dict[str, Any] = {"plan": str(plan), "precision": args.precision, "profile": [args.min_batch, args.opt_batch, args.max_batch]}
         if not args.no_parity:
-            loaded = _load_checkpoint(args.checkpoint)
+            loaded = load_checkpoint_or_preset(args.checkpoint)
             feed = real_inputs(loaded.config, shared_ptbxl(), min(16, args.max_batch))
             if feed is None:
                 from trt.export import example_inputs
@@ -138,6 +128,35 @@ def build_engine_main(argv: list[str]) -> int:
         print(f"mirage build-engine: {exc}", file=sys.stderr)
         return 1
     print(json.dumps(report))
+    return 0
+
+
+def build_int8_main(argv: list[str]) -> int:
+    """``mirage build-int8``: the offline build step of the ``onnxruntime-int8-static`` backend."""
+    p = argparse.ArgumentParser(
+        prog="mirage build-int8",
+        description=(
+            "Calibrate and write the static QDQ int8 ONNX model that workers with backend onnxruntime-int8-static "
+            "load (workers never calibrate). Calibration windows come from the PTB-XL sample (--data, default the "
+            "shared one) or synthetic windows when it is absent; the manifest beside the model records which, and "
+            "the file name carries the calibration digest. Output: $MIRAGE_CACHE_DIR (default ~/.cache/mirage/compiled)."
+        ),
+    )
+    p.add_argument("--checkpoint", help="checkpoint file (default: the shipped engine/checkpoints/mirage-default.pt)")
+    p.add_argument("--onnx", type=Path, help="quantise this fp32 ONNX file instead of the cached rewritten export")
+    p.add_argument("--data", type=Path, help="PTB-XL folder to calibrate on (default: the shared sample if present)")
+    args = p.parse_args(argv)
+    from engine.data.calibration import calibration_inputs
+    from trt.artifacts import build_int8_static
+
+    try:
+        loaded = load_checkpoint_or_preset(args.checkpoint)
+        calibration, source = calibration_inputs(loaded.config, root=args.data)
+        path = build_int8_static(loaded, onnx_path=args.onnx, calibration=calibration, source=source)
+    except InferenceError as exc:
+        print(f"mirage build-int8: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps({"model": str(path), "checkpoint_sha256": loaded.sha256, "calibration": source}))
     return 0
 
 
@@ -166,7 +185,7 @@ def triton_repo_main(argv: list[str]) -> int:
     from trt.triton import TritonOptions, write_repository
 
     try:
-        cfg = get_preset(args.preset) if args.preset else _load_checkpoint(args.checkpoint).config
+        cfg = get_preset(args.preset) if args.preset else load_checkpoint_or_preset(args.checkpoint).config
         preferred = tuple(int(b) for b in args.preferred.split(",") if b.strip())
         options = TritonOptions(args.max_batch, preferred, args.delay_us, args.instances, args.kind)
         written = write_repository(args.out, cfg, onnx_path=args.onnx, plan_path=args.plan, options=options)

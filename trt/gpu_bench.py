@@ -77,8 +77,7 @@ def _time(predictor: Any, feed: dict[str, np.ndarray], seconds: float) -> float:
 
 def run(loaded: Any, *, device: str, batches: list[int], seconds: float, backends: list[str]) -> dict[str, Any]:
     """Measure and return the report (also used by the unit test on the CPU)."""
-    from engine.predictor import make_predictor
-    from trt.backends import create, unavailable_reason
+    from trt.backends import create, make_predictor, unavailable_reason
 
     cfg = loaded.config
     flops = model_flops(loaded.model, cfg)
@@ -102,7 +101,7 @@ def run(loaded: Any, *, device: str, batches: list[int], seconds: float, backend
             report["backends"][name] = {"skipped": reason}
             continue
         try:
-            pred = make_predictor("torch", loaded.path) if name == "torch" else create(name, loaded)
+            pred = make_predictor("torch", loaded.path) if name == "torch" else create(name, loaded, build=True)
         except Exception as exc:  # noqa: BLE001 - report and go on
             report["backends"][name] = {"skipped": f"{type(exc).__name__}: {exc}"[:300]}
             continue
@@ -126,9 +125,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--backends", help="comma-separated (default: the GPU backends, or the CPU ones with --device cpu)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from trt.cli import _load_checkpoint
+    from trt.bench import load_checkpoint_or_preset
 
-    loaded = _load_checkpoint(args.checkpoint, args.preset)
+    loaded = load_checkpoint_or_preset(args.checkpoint, args.preset)
     if args.device.startswith("cuda"):
         loaded.model.to(args.device)
     backends = args.backends.split(",") if args.backends else list(GPU_BACKENDS if args.device.startswith("cuda") else CPU_BACKENDS)

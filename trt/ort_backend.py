@@ -26,6 +26,7 @@ from typing import Sequence
 import numpy as np
 
 from engine.config import MirageConfig
+from engine.prediction import Prediction
 from trt.errors import BackendUnavailableError, ExportError
 from trt.export import INPUT_NAMES, OUTPUT_NAMES
 
@@ -105,7 +106,7 @@ def quantize_int8(
 
 
 class OrtPredictor:
-    """A :class:`engine.predictor.Predictor` running an ONNX file with ONNX Runtime.
+    """A :class:`engine.prediction.Predictor` running an ONNX file with ONNX Runtime.
 
     Args:
         onnx_path: the exported graph (``trt.export.export_onnx``), fp32 or int8.
@@ -140,8 +141,6 @@ class OrtPredictor:
 
     def predict(self, ecg: np.ndarray, image: np.ndarray, labs: np.ndarray, lab_mask: np.ndarray):
         """MI probability and lead weights for a batch (numpy float32 in and out)."""
-        from engine.predictor import Prediction
-
         feed = {
             name: np.ascontiguousarray(arr, dtype=np.float32)
             for name, arr in zip(INPUT_NAMES, (ecg, image, labs, lab_mask))

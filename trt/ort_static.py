@@ -33,7 +33,6 @@ import hashlib
 import logging
 import time
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any, Iterator, Sequence
 
 import numpy as np
@@ -45,7 +44,6 @@ log = logging.getLogger(__name__)
 
 MIN_CONV_IN_CHANNELS = 8  # smaller convolutions were slower in int8 here (im2col + QGEMM vs NCHWc fp32)
 CALIBRATION_BATCH = 8
-CALIBRATION_WINDOWS = 96  # PTB-XL windows (every 4th record of the sample); each also with random labs
 
 
 def calibration_feeds(inputs: Any, *, batch: int = CALIBRATION_BATCH, with_labs: bool = True, seed: int = 0
@@ -81,16 +79,6 @@ def feeds_digest(feeds: Sequence[dict[str, np.ndarray]]) -> str:
         for name in INPUT_NAMES:
             h.update(np.ascontiguousarray(feed[name]).tobytes())
     return h.hexdigest()[:12]
-
-
-def default_calibration(cfg: Any, *, limit: int = 4 * CALIBRATION_WINDOWS) -> tuple[Any, str]:
-    """Calibration windows: every 4th record of the shared PTB-XL sample, else synthetic windows."""
-    from trt.bench import load_eval_inputs, shared_ptbxl
-
-    root = shared_ptbxl()
-    inputs, _, source = load_eval_inputs(cfg, ptbxl=root if root.is_dir() else None, limit=limit)
-
-    return SimpleNamespace(**{n: getattr(inputs, n)[::4] for n in INPUT_NAMES}), f"{source}, every 4th window"
 
 
 def nodes_to_quantize(path: str | Path) -> list[str]:

@@ -22,6 +22,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from engine.prediction import Prediction
 from trt.builder import require_tensorrt
 from trt.errors import PlanError
 from trt.export import INPUT_NAMES, OUTPUT_NAMES
@@ -171,7 +172,7 @@ class TensorRTRunner:
 
 
 class TensorRTPredictor:
-    """A :class:`engine.predictor.Predictor` over a :class:`TensorRTRunner` (kept open)."""
+    """A :class:`engine.prediction.Predictor` over a :class:`TensorRTRunner` (kept open)."""
 
     def __init__(self, plan_path: str | Path, config, *, name: str = "tensorrt", cuda_graphs: bool = True) -> None:
         self.name = name
@@ -180,8 +181,6 @@ class TensorRTPredictor:
 
     def predict(self, ecg: np.ndarray, image: np.ndarray, labs: np.ndarray, lab_mask: np.ndarray):
         """MI probability and lead weights for a batch (split into plan-sized chunks if larger)."""
-        from engine.predictor import Prediction
-
         arrays = dict(zip(INPUT_NAMES, (ecg, image, labs, lab_mask)))
         step = self._runner.max_batch
         probs, weights = [], []

@@ -9,7 +9,7 @@
   static input buffers, so a micro-batch costs one graph launch instead of hundreds of kernels
   (PyTorch "CUDA Graphs" notes; ``torch.cuda.graphs``).
 
-All follow :class:`engine.predictor.Predictor`: numpy float32 in, ``Prediction`` out.
+All follow :class:`engine.prediction.Predictor`: numpy float32 in, ``Prediction`` out.
 """
 
 from __future__ import annotations
@@ -22,14 +22,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from engine.prediction import Prediction
 from trt.errors import BackendError, BackendUnavailableError
 
 log = logging.getLogger(__name__)
 
 
-def _prediction(probs: torch.Tensor, lead_weights: torch.Tensor):
-    from engine.predictor import Prediction
-
+def _prediction(probs: torch.Tensor, lead_weights: torch.Tensor) -> Prediction:
     return Prediction(
         probs=probs.detach().float().cpu().numpy().reshape(-1).astype(np.float32),
         lead_weights=lead_weights.detach().float().cpu().numpy().astype(np.float32),

@@ -136,7 +136,8 @@ class MirageDataset(torch.utils.data.Dataset):
         self.aux = np.asarray([it.classes if it.classes is not None else (np.nan,) * 5 for it in self.items], dtype=np.float32).reshape(len(self.items), 5)
 
     @classmethod
-    def from_items(cls, items: Sequence[Item], cfg: MirageConfig, *, cache_dir: str | Path | None = None, progress: bool = True, images: bool = True) -> "MirageDataset":
+    def from_items(cls, items: Sequence[Item], cfg: MirageConfig, *, cache_dir: str | Path | None = None, progress: bool = True,
+                   images: bool = True) -> "MirageDataset":
         """Read and condition ``items`` (or load them from the cache); render them now when ``images``."""
         f = _cache_file(items, cfg, cache_dir)
         cached = _load_cache(f, items)
@@ -157,7 +158,8 @@ class MirageDataset(torch.utils.data.Dataset):
         """One dataset holding ``parts`` in order (inputs are not recomputed)."""
         cfg = parts[0].cfg
         lazy = any(p.lazy_images for p in parts)
-        inputs = ModelInputs(*(NO_IMAGES if (k == "image" and lazy) else np.concatenate([getattr(p.inputs, k) for p in parts]) for k in ("ecg", "image", "labs", "lab_mask")))
+        inputs = ModelInputs(*(NO_IMAGES if (k == "image" and lazy) else np.concatenate([getattr(p.inputs, k) for p in parts])
+                               for k in ("ecg", "image", "labs", "lab_mask")))
         return MirageDataset(WindowSet.concat([p.windows for p in parts]), cfg, inputs)
 
     def __len__(self) -> int:
@@ -206,7 +208,9 @@ def _tensors(*arrays: np.ndarray) -> tuple[torch.Tensor, ...]:
 
 
 def _render_all(ecg: np.ndarray, cfg: MirageConfig) -> np.ndarray:
-    return np.concatenate([render_batch(ecg[s : s + _CHUNK], cfg.fs) for s in range(0, len(ecg), _CHUNK)]) if len(ecg) else np.zeros((0, 1, cfg.image_size, cfg.image_size), np.float32)
+    if not len(ecg):
+        return np.zeros((0, 1, cfg.image_size, cfg.image_size), np.float32)
+    return np.concatenate([render_batch(ecg[s : s + _CHUNK], cfg.fs) for s in range(0, len(ecg), _CHUNK)])
 
 
 def _cache_file(items: Sequence[Item], cfg: MirageConfig, cache_dir: str | Path | None) -> Path | None:

@@ -238,6 +238,7 @@ def write_manifest(items: list[Item], path: str | Path) -> Path:
             rel = it.path.resolve().relative_to(root.resolve())
         except ValueError:
             raise DatasetError(f"record {it.path} is not under the manifest folder {root}") from None
-        rows.append({"record": rel.as_posix(), "label": it.label, "patient_id": it.patient_id, "split": it.split or "", "fold": "" if it.fold is None else it.fold, "window_start_s": it.offset_s})
+        rows.append({"record": rel.as_posix(), "label": it.label, "patient_id": it.patient_id, "split": it.split or "",
+                     "fold": "" if it.fold is None else it.fold, "window_start_s": it.offset_s})
     pd.DataFrame(rows).to_csv(p, index=False)
     return p

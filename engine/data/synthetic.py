@@ -96,6 +96,7 @@ def synthetic_windows(n: int, cfg: MirageConfig, *, seed: int = 0, mi_fraction: 
         if rng.random() < lab_fraction:
             lab_values = _draw_panel(rng, None if mi is None else mi.onset_s)
         labs[i], mask[i] = encode_labs(lab_values)
-        items.append(Item(record_id=f"synthetic-{seed}-{i}", path=Path(f"synthetic/{seed}/{i}"), label=int(is_mi), patient_id=f"synthetic-{seed}-p{i}", labs=lab_values, source="synthetic"))
+        items.append(Item(record_id=f"synthetic-{seed}-{i}", path=Path(f"synthetic/{seed}/{i}"), label=int(is_mi),
+                          patient_id=f"synthetic-{seed}-p{i}", labs=lab_values, source="synthetic"))
     labels = np.asarray([it.label for it in items], dtype=np.int64)
     return WindowSet(windows, labels, labs, mask, items)

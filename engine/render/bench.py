@@ -83,7 +83,8 @@ def load_windows(n: int, data: Path | None, fs: float, window_s: float) -> tuple
         from engine.render.validation import synthetic_window
 
         rng = np.random.default_rng(0)
-        windows = [synthetic_window(cfg.fs, cfg.window_s, hr_bpm=float(rng.uniform(50, 120)), st_shift_mv=float(rng.uniform(-0.2, 0.2))) for _ in range(min(n, 64))]
+        windows = [synthetic_window(cfg.fs, cfg.window_s, hr_bpm=float(rng.uniform(50, 120)), st_shift_mv=float(rng.uniform(-0.2, 0.2)))
+                   for _ in range(min(n, 64))]
     x = np.stack([windows[i % len(windows)] for i in range(n)])
     return condition_windows(x, cfg.fs), source
 

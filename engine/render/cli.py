@@ -69,13 +69,12 @@ def render_main(argv: list[str]) -> int:
 
     from engine.config import get_preset
     from engine.data.wfdb_io import cut_window, read_record
+    from engine.errors import MirageError
     from engine.pipeline import model_inputs, quality_flags, to_model_rate
     from engine.render.layout import get_layout
     from engine.render.numpy_renderer import render_batch
     from engine.render.paper import render_paper_png
     from engine.signal.quality import assess
-
-    from engine.errors import MirageError
 
     cfg = get_preset(args.preset)
     try:

@@ -16,8 +16,8 @@ from engine.render.layout import DEFAULT_LAYOUT, Layout
 
 
 def _figure(layout: Layout):
-    from matplotlib.figure import Figure
     from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     size = layout.image_size
     fig = Figure(figsize=(size / 100.0, size / 100.0), dpi=100, facecolor="black")

@@ -13,7 +13,7 @@ after no contiguous pair has deviated by ``end_uv`` (below ``threshold_uv``: hys
 ``end_s``; windows that cannot be measured neither start nor end anything, but a gap longer than
 ``max_gap_s`` restarts the sustain clock. Level 2 at ``escalate_uv`` (``update`` event), back to
 level 1 below ``escalate_uv - deescalate_margin_uv``. Episode ids are deterministic (the same
-formula as ``stream.schema.make_alert_id``) so a replay re-emits the same ids.
+formula as ``stream.core.schema.make_alert_id``) so a replay re-emits the same ids.
 """
 
 from __future__ import annotations

@@ -18,7 +18,13 @@ import numpy as np
 
 from engine.st.measure import measure_st
 from engine.st.validate import (
-    deepest_depression, lead_physics_residuals, measure_ptbxl, ptbxl_summary, simulated_cases, truth_errors, wide_flagged,
+    deepest_depression,
+    lead_physics_residuals,
+    measure_ptbxl,
+    ptbxl_summary,
+    simulated_cases,
+    truth_errors,
+    wide_flagged,
 )
 
 log = logging.getLogger(__name__)

@@ -15,11 +15,11 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from deploy.services import create_topics_async
-from stream.audit import AuditConsumer, AuditStore
+from stream.consumers.audit import AuditConsumer, AuditStore
+from stream.core.schema import Alert, make_alert_id
+from stream.core.technical import TechnicalConfig, TechnicalMonitor
 from stream.errors import AuditError
-from stream.schema import Alert, make_alert_id
 from stream.settings import Settings
-from stream.technical import TechnicalConfig, TechnicalMonitor
 
 pytestmark = pytest.mark.integration
 

@@ -14,7 +14,7 @@ an unknown LOINC code, an unknown unit, NaN / Infinity / implausible values, or 
 Duplicate and out-of-order chunks are not poison: they are dropped and counted, not dead-lettered;
 NaN samples (a lead off, every lead off) are not poison either: scored, with quality flags.
 Chunks stamped decades away from the wall clock (1970, 2199) are in a separate test: reason
-``bad_timestamp`` (more than 30 days from the worker's clock; stream/worker.py MAX_CLOCK_SKEW_S).
+``bad_timestamp`` (more than 30 days from the worker's clock; stream/worker/app.py MAX_CLOCK_SKEW_S).
 """
 
 from __future__ import annotations
@@ -28,11 +28,11 @@ from typing import Any
 
 import numpy as np
 import pytest
+from test_faults import collect, metric, scrape
 
 from engine.config import PRESETS
-from stream.schema import Alert, EcgChunk, encode_chunk
+from stream.core.schema import Alert, EcgChunk, encode_chunk
 from stream.settings import Settings
-from test_faults import collect, metric, scrape
 
 pytestmark = [pytest.mark.integration]
 
@@ -59,7 +59,7 @@ def _patch(data: bytes, fmt: str, offset: int, value: Any) -> bytes:
 
 
 def bad_chunks(t0: int) -> list[tuple[str, bytes, str]]:
-    """(name, message value, expected dead-letter reason). Header offsets: stream/schema.py."""
+    """(name, message value, expected dead-letter reason). Header offsets: stream/core/schema.py."""
     ok = _chunk("bed-poison", 0, t0)
     dup = _chunk("bed-poison", 0, t0, leads=("I", "II", "V1", "V2", "V3", "V4", "V5", "V5"))
     rng = np.random.default_rng(5)
@@ -117,7 +117,7 @@ def live(services, tmp_path_factory: pytest.TempPathFactory):
     from deploy.services import create_topics, free_port
     from engine.checkpoint import save_checkpoint
     from engine.model import Mirage
-    from stream.demo import WorkerProcess
+    from stream.tools.demo import WorkerProcess
 
     tmp = tmp_path_factory.mktemp("bad-input")
     torch.manual_seed(0)

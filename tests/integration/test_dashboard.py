@@ -14,8 +14,8 @@ from aiohttp.test_utils import TestServer
 from aiokafka import AIOKafkaProducer
 
 from deploy.services import create_topics_async
-from stream.dashboard.app import create_app
-from stream.schema import Alert
+from stream.consumers.dashboard.app import create_app
+from stream.core.schema import Alert
 from stream.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -226,8 +226,8 @@ async def test_worker_alert_reaches_the_dashboard_with_its_snapshot(settings: Se
     import numpy as np
     from aiokafka import AIOKafkaProducer
 
-    from stream.demo import WorkerProcess
-    from stream.schema import EcgChunk, encode_chunk
+    from stream.core.schema import EcgChunk, encode_chunk
+    from stream.tools.demo import WorkerProcess
 
     s = settings.replace(topic_chunks=f"chunks-{unique}", topic_labs=f"labs-{unique}", topic_deadletter=f"dl-{unique}",
                          consumer_group=f"w-{unique}", max_batch=8, cooldown_s=0.0)

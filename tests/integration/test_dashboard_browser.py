@@ -126,7 +126,7 @@ def test_alert_turns_bed_red_and_ack_shows_on_second_page(services, unique, tmp_
 
     from deploy.services import create_topics, free_port
     from engine.render import render_paper_png
-    from stream.schema import Alert
+    from stream.core.schema import Alert
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     alerts_topic, acks_topic = f"alerts-{unique}", f"acks-{unique}"

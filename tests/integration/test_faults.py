@@ -28,12 +28,12 @@ from typing import Any, Callable
 
 import numpy as np
 import pytest
+from topic_reader import collect
 
 from engine.config import PRESETS
 from engine.labs import LAB_FEATURES
-from stream.schema import Alert, EcgChunk, LabResult, encode_chunk
+from stream.core.schema import Alert, EcgChunk, LabResult, encode_chunk
 from stream.settings import Settings
-from topic_reader import collect
 
 pytestmark = [pytest.mark.integration]
 
@@ -159,8 +159,8 @@ async def test_sigkill_mid_replay_gives_the_same_alerts_and_skips_no_window(serv
     bounded by its start-up + one session timeout + catch-up."""
     import redis.asyncio as aioredis
 
-    from simulators.replay import replay
-    from stream.validate import RecordingWorkerProcess
+    from stream.tools.replay import replay
+    from stream.tools.validate import RecordingWorkerProcess
 
     base_redis = services.redis_url.rsplit("/", 1)[0]
     t_virtual = time.time_ns()
@@ -177,7 +177,7 @@ async def test_sigkill_mid_replay_gives_the_same_alerts_and_skips_no_window(serv
             task = asyncio.create_task(replay("quick", s, speed=6.0, start_ns=t_virtual))
             if run == "killed":
                 # kill once some windows of every bed are out, mid-replay
-                await wait_for(lambda: len(recorded_windows(workers[0].records)) >= 24, 120, "first windows")
+                await wait_for(lambda: len(recorded_windows(workers[0].records)) >= 24, 120, "first windows")  # noqa: B023 - awaited within this iteration
                 workers[0].proc.send_signal(signal.SIGKILL)
                 kill_t = time.time_ns()
                 assert await asyncio.to_thread(workers[0].proc.wait, 10) == -signal.SIGKILL
@@ -190,12 +190,12 @@ async def test_sigkill_mid_replay_gives_the_same_alerts_and_skips_no_window(serv
 
             def windows() -> dict[tuple[str, int], dict]:
                 merged: dict[tuple[str, int], dict] = {}
-                for w in workers:
+                for w in workers:  # noqa: B023 - awaited within this iteration
                     for key, d in recorded_windows(w.records).items():
                         merged.setdefault(key, d)
                 return merged
 
-            await wait_for(lambda: expected <= set(windows()), 180, f"{len(expected)} windows in run {run}")
+            await wait_for(lambda: expected <= set(windows()), 180, f"{len(expected)} windows in run {run}")  # noqa: B023 - awaited within this iteration
             await asyncio.sleep(1.0)
             alerts = await collect(s, s.topic_alerts, lambda xs: False, 3)
         finally:
@@ -245,7 +245,7 @@ async def test_group_member_sigkilled_survivor_takes_over_every_bed(services, un
                                                                       tiny_checkpoint: str) -> None:
     from aiokafka import AIOKafkaProducer
 
-    from stream.demo import WorkerProcess
+    from stream.tools.demo import WorkerProcess
 
     s = await make_settings(services.bootstrap, services.redis_url, unique, partitions=2, checkpoint=tiny_checkpoint)
     workers = [WorkerProcess(s, tmp_path / n) for n in ("a", "b")]
@@ -296,8 +296,8 @@ async def test_redis_outage_scores_without_labs_and_says_so_then_uses_labs_again
     from aiokafka import AIOKafkaProducer
 
     from deploy.services import free_port
-    from stream.demo import WorkerProcess
-    from stream.labcache import lab_key
+    from stream.tools.demo import WorkerProcess
+    from stream.worker.store import lab_key
 
     svc = private_services
     s = await make_settings(svc.bootstrap, svc.redis_url, unique, partitions=1, checkpoint=tiny_checkpoint, metrics_port=free_port())
@@ -383,7 +383,7 @@ async def test_broker_restart_workers_and_producers_reconnect(private_services, 
     from aiokafka import AIOKafkaProducer
 
     from deploy.services import create_topics
-    from stream.demo import WorkerProcess
+    from stream.tools.demo import WorkerProcess
 
     svc = private_services
     s = await make_settings(svc.bootstrap, svc.redis_url, unique, partitions=1, checkpoint=tiny_checkpoint)
@@ -433,7 +433,7 @@ async def test_burst_keeps_buffers_batches_and_memory_bounded(services, unique: 
     from aiokafka import AIOKafkaProducer
 
     from deploy.services import free_port
-    from stream.demo import WorkerProcess
+    from stream.tools.demo import WorkerProcess
 
     max_batch, n_beds, seconds, idle_s = 8, 40, 12, 15.0
     s = await make_settings(services.bootstrap, services.redis_url, unique, partitions=2, checkpoint=tiny_checkpoint,
@@ -502,7 +502,7 @@ async def test_worker_started_without_a_broker_exits_non_zero_naming_it_then_sta
     from aiokafka import AIOKafkaProducer
 
     from deploy.services import create_topics
-    from stream.demo import WorkerProcess
+    from stream.tools.demo import WorkerProcess
 
     svc = private_services
     s = await make_settings(svc.bootstrap, svc.redis_url, unique, partitions=1, checkpoint=tiny_checkpoint)
@@ -539,8 +539,8 @@ async def test_worker_started_without_redis_monitors_at_once_and_uses_labs_when_
     import redis.asyncio as aioredis
     from aiokafka import AIOKafkaProducer
 
-    from stream.demo import WorkerProcess
-    from stream.labcache import lab_key
+    from stream.tools.demo import WorkerProcess
+    from stream.worker.store import lab_key
 
     svc = private_services
     s = await make_settings(svc.bootstrap, svc.redis_url, unique, partitions=1, checkpoint=tiny_checkpoint)

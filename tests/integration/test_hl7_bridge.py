@@ -15,10 +15,10 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from deploy.services import create_topics_async
-from stream.hl7.bridge import Hl7Bridge
-from stream.hl7.mllp import MllpClient, Outbox, frame, read_frame
-from stream.hl7.pcd04 import build_ack
-from stream.schema import Alert
+from stream.consumers.hl7.bridge import Hl7Bridge
+from stream.consumers.hl7.mllp import MllpClient, Outbox, frame, read_frame
+from stream.consumers.hl7.pcd04 import build_ack
+from stream.core.schema import Alert
 from stream.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -221,8 +221,8 @@ async def test_mllp_over_tls_verifies_the_receiver(tmp_path: Path) -> None:
     import ssl
     import subprocess
 
-    from stream.hl7.mllp import MllpError, tls_context
-    from stream.hl7.pcd04 import build_oru_r40
+    from stream.consumers.hl7.mllp import MllpError, tls_context
+    from stream.consumers.hl7.pcd04 import build_oru_r40
 
     if not shutil.which("openssl"):
         pytest.skip("openssl command not found (needed to make a test certificate)")

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from stream.loadbench import BenchOptions, run_bench
 from stream.settings import Settings
+from stream.tools.loadbench import BenchOptions, run_bench
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -57,14 +57,35 @@ def test_bench_load_rejects_bad_arguments_naming_them(args: tuple[str, ...], nam
     assert bad.returncode == 2 and named in bad.stderr
 
 
-def test_bench_load_help() -> None:
-    ok = _bench("load", "--help")
-    assert ok.returncode == 0 and "--find-max" in ok.stdout and "--p99-bound-ms" in ok.stdout
+def test_bench_load_stages_passes_its_flags_and_prints_one_json_line(monkeypatch, capsys) -> None:
+    """``mirage bench load --stages``: the backend, checkpoint, batch and threads reach the two
+    in-process measurements, and their results are the JSON line printed last (no broker started)."""
+    import json
+
+    from stream.tools import loadbench
+
+    calls: dict[str, dict] = {}
+
+    def stage_costs(**kw):
+        calls["stage"] = kw
+        return {"stage_ms": 1.5}
+
+    def call_costs(max_batch, **kw):
+        calls["call"] = {"max_batch": max_batch, **kw}
+        return {"call_ms": 2.5}
+
+    monkeypatch.setattr(loadbench, "stage_costs", stage_costs)
+    monkeypatch.setattr(loadbench, "call_costs", call_costs)
+    rc = loadbench.bench_main(["--stages", "--max-batch", "4", "--backend", "onnxruntime", "--checkpoint", "c.pt", "--threads", "3"])
+    assert rc == 0
+    assert calls["stage"] == {"batch": 4, "backend": "onnxruntime", "checkpoint": "c.pt"}
+    assert calls["call"] == {"max_batch": 4, "backend": "onnxruntime", "checkpoint": "c.pt", "threads": 3}
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == {"stage_ms": 1.5, "call_ms": 2.5}
 
 
 def test_call_costs_measures_pipelined_and_one_batch_calls() -> None:
     """The in-process call bench scores every window of every call with the real model (no broker)."""
-    from stream.loadbench import call_costs
+    from stream.tools.stagecosts import call_costs
 
     out = call_costs(max_batch=2, windows=4, calls=2, backend="torch")
     assert (out["call_windows"], out["max_batch"]) == (4, 2)
@@ -75,7 +96,7 @@ def test_call_costs_measures_pipelined_and_one_batch_calls() -> None:
 
 def test_broker_bench_runs_each_configuration_on_a_fresh_broker_and_reads_back_every_message() -> None:
     """``mirage bench broker`` in miniature: two producer lingers, every message produced is consumed."""
-    from stream.brokerbench import run
+    from stream.tools.brokerbench import run
 
     lines: list[str] = []
     out = run([5, 50], [20], rate=50, size=1000, keys=10, partitions=2, duration_s=4.0, say=lines.append)

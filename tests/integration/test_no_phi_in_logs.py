@@ -27,9 +27,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from stream.schema import EcgChunk, LabResult, encode_chunk
 from test_faults import collect, make_settings, started_beds, tiny_checkpoint  # noqa: F401 - fixture
+
+from stream.core.schema import EcgChunk, LabResult, encode_chunk
 
 pytestmark = [pytest.mark.integration]
 
@@ -45,10 +45,10 @@ def _chunk(bed: str, patient: str, seq: int, t0: int, fs: float = 500.0, n: int 
     return encode_chunk(EcgChunk(bed, patient, seq, t0 + int(seq * n / fs * 1e9), fs, LEADS8, x.astype(np.float32)))
 
 
-async def test_debug_logs_hold_no_patient_id_pair_or_waveform(services, unique: str, tmp_path: Path, tiny_checkpoint: str) -> None:
+async def test_debug_logs_hold_no_patient_id_pair_or_waveform(services, unique: str, tmp_path: Path, tiny_checkpoint: str) -> None:  # noqa: F811 - the imported fixture
     from aiokafka import AIOKafkaProducer
 
-    from stream.demo import WorkerProcess, settings_env
+    from stream.tools.demo import WorkerProcess, settings_env
 
     s = await make_settings(services.bootstrap, services.redis_url, unique, partitions=2, checkpoint=tiny_checkpoint)
     worker = WorkerProcess(s, tmp_path / "w", env={"MIRAGE_LOG_LEVEL": "DEBUG"})

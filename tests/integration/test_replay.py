@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from simulators.scenario import parse_scenario
-from stream.schema import LabResult, decode_chunk
+from stream.core.schema import LabResult, decode_chunk
 from stream.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -49,7 +49,7 @@ async def _consume(settings: Settings, unique: str, n_chunks: int, n_labs: int, 
 
 def test_replay_delivers_every_chunk_in_order_per_bed(services, unique) -> None:
     from simulators.cohort import build_cohort
-    from simulators.replay import replay
+    from stream.tools.replay import replay
 
     settings = _settings(services, unique)
     sc = parse_scenario(SCENARIO)
@@ -83,7 +83,7 @@ def test_replay_delivers_every_chunk_in_order_per_bed(services, unique) -> None:
 
 
 def test_replay_keeps_real_time_and_stops_on_request(services, unique) -> None:
-    from simulators.replay import replay
+    from stream.tools.replay import replay
 
     settings = _settings(services, unique)
     short = parse_scenario({**SCENARIO, "duration_s": 2.0, "beds": 2, "bed": []})
@@ -106,7 +106,8 @@ def test_replay_keeps_real_time_and_stops_on_request(services, unique) -> None:
 
 
 def test_cli_replays_a_simulated_folder(services, unique, tmp_path: Path, capsys) -> None:
-    from simulators.cli import replay_main, simulate_main
+    from simulators.cli import simulate_main
+    from stream.tools.replay_cli import replay_main
 
     settings = _settings(services, unique)
     scen = tmp_path / "s.json"

@@ -1,9 +1,9 @@
 """Technical alarms, admission and the audit trail in the running system (real worker process).
 
-Each test starts ``mirage worker`` as a subprocess (:class:`stream.demo.WorkerProcess`) against the
+Each test starts ``mirage worker`` as a subprocess (:class:`stream.tools.demo.WorkerProcess`) against the
 session's real Tansu broker and Redis, plays a monitor gateway by producing wire chunks, reads
 the alerts topic like the dashboard does, and finally runs the real audit consumer
-(:class:`stream.audit.AuditConsumer` into an SQLite :class:`stream.audit.AuditStore`) to check
+(:class:`stream.consumers.audit.AuditConsumer` into an SQLite :class:`stream.consumers.audit.AuditStore`) to check
 that the trail holds exactly the events the worker published.
 
 The models are real predictor classes loaded by the worker through its ``--predictor`` seam
@@ -24,10 +24,10 @@ import numpy as np
 import pytest
 
 from engine.config import PRESETS
-from engine.predictor import Prediction
-from stream.processor import ModelInfo
-from stream.schema import Alert, EcgChunk, LabResult, encode_chunk
+from engine.prediction import Prediction
+from stream.core.schema import Alert, EcgChunk, LabResult, encode_chunk
 from stream.settings import Settings
+from stream.worker.processor import ModelInfo
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -213,8 +213,8 @@ def technical(alerts: list[Alert], bed: str) -> list[tuple[str, str, int]]:
 def assert_consumers_show_technical(alerts: list[Alert], bed: str, kinds: list[str], mi_state: str) -> None:
     """The dashboard lists the bed's open technical alarms apart from its MI state; the HL7 bridge's
     PCD-04 messages mark technical alarms ``ST`` and MI alarms ``SP`` (OBX facet 1.0.0.0.7)."""
-    from stream.dashboard.state import WardState
-    from stream.hl7.pcd04 import build_oru_r40
+    from stream.consumers.dashboard.state import WardState
+    from stream.consumers.hl7.pcd04 import build_oru_r40
 
     ward = WardState()
     for a in alerts:
@@ -230,7 +230,7 @@ def assert_consumers_show_technical(alerts: list[Alert], bed: str, kinds: list[s
 
 async def assert_audit_matches(settings: Settings, records: list[Any], db: Path, unique: str) -> None:
     """Run the real audit consumer over the topic: one row per published event, identical content."""
-    from stream.audit import AuditConsumer, AuditStore
+    from stream.consumers.audit import AuditConsumer, AuditStore
 
     published = {Alert.from_bytes(r.value).event_id: (r, Alert.from_bytes(r.value)) for r in records}
     assert len(published) == len(records), "the worker published an event id twice"
@@ -260,7 +260,7 @@ async def running(s: Settings, tmp_path: Path, unique: str, predictor: str, *,
                   clean_exit: bool = True) -> AsyncIterator[tuple[Any, AlertTap]]:
     """A ready worker subprocess and an alert tap; afterwards the worker is stopped and the audit
     consumer must reproduce every event it published (skipped when the body failed)."""
-    from stream.demo import WorkerProcess
+    from stream.tools.demo import WorkerProcess
 
     worker = WorkerProcess(s, tmp_path / "w", predictor=f"test_technical_live:{predictor}", env=ENV)
     tap = await AlertTap(s).start()

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from stream.settings import Settings
-from stream.validate import ValidateOptions, validate
+from stream.tools.validate import ValidateOptions, validate
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -16,13 +16,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from topic_reader import collect
 
 from engine.config import PRESETS
 from engine.labs import LAB_FEATURES
-from stream.processor import ModelInfo
-from stream.schema import Alert, EcgChunk, LabResult, encode_chunk
+from stream.core.schema import Alert, EcgChunk, LabResult, encode_chunk
 from stream.settings import Settings
-from topic_reader import collect
+from stream.worker.processor import ModelInfo
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -86,10 +86,9 @@ async def test_worker_end_to_end(stream_settings: Settings, tmp_path: Path) -> N
     import redis.asyncio as aioredis
     from aiokafka import AIOKafkaProducer
 
-    from stream.demo import WorkerProcess
-    from stream.labcache import lab_key
-
     from deploy.services import free_port
+    from stream.tools.demo import WorkerProcess
+    from stream.worker.store import lab_key
 
     s = stream_settings.replace(metrics_port=free_port())
     here = Path(__file__).parent
@@ -186,7 +185,7 @@ async def test_restart_rescores_every_window_not_yet_scored(stream_settings: Set
     episode started by the first worker is continued (same id, no second start) by the successor."""
     from aiokafka import AIOKafkaProducer
 
-    from stream.demo import WorkerProcess
+    from stream.tools.demo import WorkerProcess
 
     s = stream_settings
     env = {"PYTHONPATH": str(Path(__file__).parent)}
@@ -230,7 +229,10 @@ async def test_restart_rescores_every_window_not_yet_scored(stream_settings: Set
     # chunks 0-5 (consumed by windows 0-2) were committed, chunks 6-14 were not: the successor
     # re-read exactly chunks 6-19 (+ the end-of-stream chunk)
     assert b["chunks"] == 15 and b["scored_seqs"]["bed-r"][0] == 3
-    got = await collect(s, s.topic_alerts, lambda xs: any(Alert.from_bytes(x.value).phase == "end" and Alert.from_bytes(x.value).alert_type == "mi" for x in xs), 30)
+    def mi_ended(xs: list) -> bool:
+        return any(Alert.from_bytes(x.value).phase == "end" and Alert.from_bytes(x.value).alert_type == "mi" for x in xs)
+
+    got = await collect(s, s.topic_alerts, mi_ended, 30)
     events = [(a.phase, a.alert_id) for a in map(Alert.from_bytes, (x.value for x in got)) if a.alert_type == "mi"]
     assert [p for p, _ in events] == ["start", "end"] and events[0][1] == events[1][1]
 
@@ -250,7 +252,7 @@ async def test_worker_serves_a_real_checkpoint(stream_settings: Settings, tmp_pa
 
     from engine.checkpoint import save_checkpoint
     from engine.model import Mirage
-    from stream.demo import WorkerProcess
+    from stream.tools.demo import WorkerProcess
 
     ckpt = tmp_path / "tiny.pt"
     sha = save_checkpoint(ckpt, Mirage(CFG), CFG, threshold=0.0, metrics={})
@@ -282,7 +284,7 @@ async def test_a_failing_model_stops_the_worker(stream_settings: Settings, tmp_p
     """A batch that cannot be scored must not be skipped: the worker exits non-zero (its chunks stay unacked)."""
     from aiokafka import AIOKafkaProducer
 
-    from stream.demo import WorkerProcess
+    from stream.tools.demo import WorkerProcess
 
     s = stream_settings
     env = {"PYTHONPATH": str(Path(__file__).parent)}
@@ -307,7 +309,7 @@ async def test_two_workers_in_one_group_share_the_beds(stream_settings: Settings
     """Scale-out: the chunk partitions (and with them the beds) are split; every window is scored once."""
     from aiokafka import AIOKafkaProducer
 
-    from stream.demo import WorkerProcess
+    from stream.tools.demo import WorkerProcess
 
     s = stream_settings
     env = {"PYTHONPATH": str(Path(__file__).parent)}

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from stream.admission import (ADMITTED, DISCHARGED, REASON_END_OF_STREAM, REASON_FIRST_CHUNK, REASON_IDLE,
-                              REASON_PATIENT_CHANGE, Admissions)
+from stream.core.admission import ADMITTED, DISCHARGED, REASON_END_OF_STREAM, REASON_FIRST_CHUNK, REASON_IDLE, REASON_PATIENT_CHANGE, Admissions
 from stream.errors import SettingsError
 
 S = 1_000_000_000

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from stream.audit import AuditStore, SourcePosition
-from stream.audit_cli import audit_main, format_ns, parse_time
+from stream.consumers.audit import AuditStore, SourcePosition
+from stream.consumers.audit_cli import audit_main, format_ns, parse_time
+from stream.core.schema import Alert, make_alert_id
 from stream.errors import AuditError
-from stream.schema import Alert, make_alert_id
 
 S = 1_000_000_000
 T0 = parse_time("2026-11-24T10:00:00Z")
@@ -129,7 +129,7 @@ def test_time_helpers_round_trip() -> None:
 
 
 def test_episodes_and_timeline_plot(store: AuditStore, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from stream.audit_cli import episodes
+    from stream.consumers.audit_cli import episodes
 
     eps = episodes(store.query())
     assert [(e.bed_id, e.kind, e.ended, (e.end_ns - e.start_ns) // S) for e in eps] == [

@@ -135,11 +135,12 @@ def test_gpu_bench_arithmetic_on_cpu(loaded) -> None:
 @pytest.mark.slow
 def test_int8_auroc_change_on_ptbxl_within_budget(ptbxl_dir: Path, shipped_checkpoint) -> None:
     """The shipped checkpoint's int8 backend keeps AUROC within 0.005 of fp32 on the PTB-XL sample."""
-    from engine.predictor import make_predictor
-    from trt.bench import all_probs, auroc, load_eval_inputs
+    from engine.data.calibration import eval_inputs
+    from trt.backends import make_predictor
+    from trt.bench import all_probs, auroc
 
     shipped = shipped_checkpoint
-    inputs, labels, _ = load_eval_inputs(shipped.config, ptbxl=ptbxl_dir, limit=400)
+    inputs, labels, _ = eval_inputs(shipped.config, ptbxl=ptbxl_dir, limit=400)
     fp32 = all_probs(make_predictor("torch", shipped), inputs)
     int8 = all_probs(create("onnxruntime-int8", shipped), inputs)
     assert abs(auroc(int8, labels) - auroc(fp32, labels)) <= 0.005

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from stream.batcher import MicroBatcher
+from stream.core.batcher import MicroBatcher
 from stream.errors import WindowError
 
 

@@ -80,7 +80,8 @@ def test_tiny_two_split_crossval_produces_the_table_fields(tmp_path: Path) -> No
     cfg = get_preset("tiny")
     ws = synthetic_windows(24, cfg, seed=3)
     # Give the generated patients PTB-XL-like folds (4) and NORM flags.
-    ws.items = [dataclasses.replace(it, fold=i % 4 + 1, norm=it.label == 0 and i % 2 == 0, source="ptbxl", record_id=f"ptbxl-{i}") for i, it in enumerate(ws.items)]
+    ws.items = [dataclasses.replace(it, fold=i % 4 + 1, norm=it.label == 0 and i % 2 == 0, source="ptbxl", record_id=f"ptbxl-{i}")
+                for i, it in enumerate(ws.items)]
     real = MirageDataset(ws, cfg, progress=False)
     splits = make_splits([1, 2, 3, 4], 2)
     opts = TrainOptions(epochs=1, batch_size=8, patience=1, seed=0, threads=1, progress=False)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from stream.dashboard.state import ACKNOWLEDGED, ENDED, MI_SUSPECTED, QUIET, Ack, WardState
+from stream.consumers.dashboard.state import ACKNOWLEDGED, ENDED, MI_SUSPECTED, QUIET, Ack, WardState
+from stream.core.schema import Alert
 from stream.errors import WireError
-from stream.schema import Alert
 
 S = 1_000_000_000
 T0 = 1_800_000_000 * S
@@ -120,9 +120,9 @@ def test_ack_roundtrip() -> None:
     assert Ack.from_mapping(a.to_dict()) == a
 
 
-# -- the ward token (stream/dashboard/auth.py) ------------------------------------------------------
+# -- the ward token (stream/consumers/dashboard/auth.py) ------------------------------------------------------
 def test_token_sources_and_checks(tmp_path) -> None:
-    from stream.dashboard.auth import load_token, session_value
+    from stream.consumers.dashboard.auth import load_token, session_value
     from stream.errors import SettingsError
 
     f = tmp_path / "token"

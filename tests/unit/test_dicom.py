@@ -114,8 +114,8 @@ def test_replay_streams_dicom_and_ptb_shaped_records_from_a_manifest(tmp_path: P
     """``mirage replay --data DIR`` reads records with the engine's reader: DICOM plays, extras are dropped."""
     from engine.data.testing import write_ptb_like_record
     from simulators.cohort import build_cohort
-    from simulators.replay import ReplayPlan, scenario_from_data
-    from stream.schema import decode_chunk
+    from stream.core.schema import decode_chunk
+    from stream.tools.replay import ReplayPlan, scenario_from_data
 
     x = _synthetic(5, 1000.0)
     write_dicom_ecg(tmp_path / "a.dcm", x, 1000.0)
@@ -131,7 +131,7 @@ def test_replay_streams_dicom_and_ptb_shaped_records_from_a_manifest(tmp_path: P
                 c = decode_chunk(m.value)
                 assert c.leads == LEADS  # 12 leads on the wire, vx/vy/vz never sent
                 sent.setdefault(c.bed_id, []).append(c.samples)
-    for bed_id, parts in sent.items():
+    for parts in sent.values():
         played = np.concatenate(parts, axis=1)  # (12, 10000) mV as the gateway sent it
         np.testing.assert_allclose(played, x, atol=2e-3)  # wire quantisation + DICOM/WFDB counts
     assert len(sent) == 2

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -10,9 +9,9 @@ import pytest
 from scipy.stats import mannwhitneyu
 
 from engine import metrics as M
-from engine.evaluate import select_items
 from engine.data import Item
 from engine.errors import DatasetError
+from engine.evaluate import select_items
 
 
 def test_auroc_perfect_random_and_inverted() -> None:

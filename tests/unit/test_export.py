@@ -10,7 +10,7 @@ import torch
 
 from engine.config import get_preset
 from trt.errors import ExportError
-from trt.export import INPUT_NAMES, OUTPUT_NAMES, check_onnx, export_onnx, example_inputs, manual_attention, onnx_outputs, torch_outputs
+from trt.export import INPUT_NAMES, OUTPUT_NAMES, check_onnx, example_inputs, export_onnx, manual_attention, onnx_outputs, torch_outputs
 
 Mirage = pytest.importorskip("engine.model", reason="engine.model (engineer A) not in the tree yet").Mirage
 
@@ -146,11 +146,11 @@ def test_film_weights_are_live_in_the_graph(exported, tmp_path: Path) -> None:
 
 def test_manual_attention_is_restored_after_export() -> None:
     model = _model()
-    flags_before = [(m, getattr(m, "fused_attn")) for m in model.modules() if isinstance(getattr(m, "fused_attn", None), bool)]
+    flags_before = [(m, m.fused_attn) for m in model.modules() if isinstance(getattr(m, "fused_attn", None), bool)]
     with manual_attention(model) as n:
         assert n == len(flags_before)
-        assert all(getattr(m, "fused_attn") is False for m, _ in flags_before)
-    assert all(getattr(m, "fused_attn") == v for m, v in flags_before)
+        assert all(m.fused_attn is False for m, _ in flags_before)
+    assert all(m.fused_attn == v for m, v in flags_before)
 
 
 def test_check_onnx_names_wrong_inputs(tmp_path: Path) -> None:

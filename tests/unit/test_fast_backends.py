@@ -128,6 +128,22 @@ def test_int8_static_calibration_changes_the_file(loaded) -> None:
     assert a.path != b.path and a.path.is_file() and b.path.is_file()
 
 
+def test_int8_static_is_built_offline_and_only_loaded_by_a_server(loaded, tmp_path, monkeypatch) -> None:
+    """Without a build the factory refuses and names the command; after one it loads exactly that file."""
+    from trt.artifacts import build_int8_static
+    from trt.errors import BackendUnavailableError
+
+    monkeypatch.setenv("MIRAGE_CACHE_DIR", str(tmp_path))
+    with pytest.raises(BackendUnavailableError, match="mirage build-int8"):
+        create("onnxruntime-int8-static", loaded)
+    built = build_int8_static(loaded, calibration=SimpleNamespace(**_feed(loaded.config, 8, seed=4)), source="test feed")
+    served = create("onnxruntime-int8-static", loaded, threads=1)
+    assert served.path == built
+    # A second build with other calibration data replaces what servers load, under a new name.
+    rebuilt = build_int8_static(loaded, calibration=SimpleNamespace(**_feed(loaded.config, 8, seed=5)), source="test feed")
+    assert rebuilt != built and create("onnxruntime-int8-static", loaded, threads=1).path == rebuilt
+
+
 def test_int8_static_clear_errors(loaded) -> None:
     empty = SimpleNamespace(**{k: v[:0] for k, v in _feed(loaded.config, 2, seed=0).items()})
     with pytest.raises(BackendError, match="at least one window; got 0"):
@@ -157,11 +173,12 @@ def test_summary_keeps_batch_variant_backends_out_of_the_stream_choice() -> None
 @pytest.mark.slow
 def test_shipped_checkpoint_fast_backends_on_ptbxl(ptbxl_dir: Path, shipped_checkpoint) -> None:
     """Shipped checkpoint, 48 PTB-XL windows: opt within 1e-4 of torch; static int8 batch-invariant, near torch."""
-    from engine.predictor import make_predictor
-    from trt.bench import all_probs, batch_invariance, load_eval_inputs
+    from engine.data.calibration import eval_inputs
+    from trt.backends import make_predictor
+    from trt.bench import all_probs, batch_invariance
 
     shipped = shipped_checkpoint
-    inputs, _, _ = load_eval_inputs(shipped.config, ptbxl=ptbxl_dir, limit=48)
+    inputs, _, _ = eval_inputs(shipped.config, ptbxl=ptbxl_dir, limit=48)
     base = all_probs(make_predictor("torch", shipped), inputs)
     opt = create("onnxruntime-opt", shipped, threads=1)
     assert np.max(np.abs(all_probs(opt, inputs) - base)) <= 1e-4

@@ -17,8 +17,8 @@ from redis.backoff import NoBackoff
 
 from deploy.services import redis_binary
 from engine.labs import LAB_FEATURES, encode_labs
-from stream.labcache import LabCache, lab_key, select_labs
-from stream.schema import LabResult
+from stream.core.schema import LabResult
+from stream.worker.store import LabCache, lab_key, select_labs
 
 S = 10**9
 NOW = 1_800_000_000 * S
@@ -108,7 +108,7 @@ async def test_saved_bed_state_lets_a_new_processor_continue_the_episode(client)
     """PolicyStateStore + StreamProcessor: a restarted worker ends the episode it did not start, same id."""
     from test_processor import INFO, AmplitudePredictor, bed_record, chunks, settings
 
-    from stream.processor import StreamProcessor
+    from stream.worker.processor import StreamProcessor
 
     rec = np.concatenate([bed_record(1.0, 16, 1), bed_record(0.02, 10, 2)], axis=1)  # loud 16 s, then quiet
     cs = chunks("b", rec, range(26))
@@ -128,7 +128,7 @@ async def test_saved_bed_state_lets_a_new_processor_continue_the_episode(client)
 
 async def test_saved_bed_state_is_per_consumer_group(client) -> None:
     """Two deployments (consumer groups) sharing one Redis never continue each other's episodes."""
-    from stream.labcache import PolicyStateStore
+    from stream.worker.store import PolicyStateStore
 
     ward_a, ward_b = PolicyStateStore(client, "mirage-ward-a"), PolicyStateStore(client, "mirage-ward-b")
     assert await ward_a.save({"bed-7": {"policy": {"active_id": "mi-x"}, "technical": None}})

@@ -8,10 +8,10 @@ import random
 import hl7
 import pytest
 
+from stream.consumers.hl7.mllp import END, START, Outbox, backoff_s, frame, read_frame
+from stream.consumers.hl7.pcd04 import build_ack, build_oru_r40, escape, parse_ack
+from stream.core.schema import Alert
 from stream.errors import WireError
-from stream.hl7.mllp import END, START, Outbox, backoff_s, frame, read_frame
-from stream.hl7.pcd04 import build_ack, build_oru_r40, escape, parse_ack
-from stream.schema import Alert
 
 S = 1_000_000_000
 T0 = 1_795_000_000 * S  # 2026-11-18

@@ -8,7 +8,6 @@ import pytest
 from engine.config import LEADS, get_preset
 from engine.errors import SignalError
 from engine.pipeline import CLIP_MV, PREPROCESSING_VERSION, ModelInputs, condition_windows, model_inputs, quality_flags, to_model_rate
-from engine.render import render_batch
 from engine.render.validation import synthetic_window
 
 CFG = get_preset("tiny")
@@ -31,9 +30,24 @@ def test_model_inputs_shapes_dtypes_and_default_labs() -> None:
     assert isinstance(PREPROCESSING_VERSION, str) and PREPROCESSING_VERSION
 
 
-def test_image_is_the_rendered_conditioned_signal() -> None:
-    out = model_inputs(_windows(2), CFG)
-    np.testing.assert_array_equal(out.image, render_batch(out.ecg, CFG.fs))
+def test_image_draws_each_lead_in_its_documented_cell() -> None:
+    """6x2 layout (engine/render/layout.py): 37-px cells below a 1-px margin, limb leads over the
+    first half on the left, V1-V6 over the second half on the right, 0 mV 21.5 px below a cell top."""
+    t = np.arange(CFG.T) / CFG.fs
+    wave = (0.5 * np.sin(2 * np.pi * 5 * t)).astype(np.float32)
+    x = np.zeros((2, 12, CFG.T), np.float32)
+    x[1, LEADS.index("II"), : CFG.T // 2] = wave[: CFG.T // 2]  # drawn: row 1, left
+    x[1, LEADS.index("V1"), CFG.T // 2 :] = wave[CFG.T // 2 :]  # drawn: row 0, right
+    img = model_inputs(x, CFG).image[:, 0]  # (2, 224, 224)
+    changed = np.abs(img[1] - img[0]) > 1e-6
+    allowed = np.zeros_like(changed)
+    allowed[1 + 37 : 1 + 2 * 37, :112] = True  # lead II
+    allowed[1 : 1 + 37, 112:] = True  # V1
+    assert changed[1 + 37 : 1 + 2 * 37, :112].any() and changed[1 : 1 + 37, 112:].any()
+    assert not (changed & ~allowed).any()
+    # A flat lead is a line on its cell's baseline row (top + 21).
+    ink_rows = img[0, 1 : 1 + 37, :112].sum(axis=1)
+    assert int(np.argmax(ink_rows)) == 21
 
 
 def test_conditioning_removes_wander_and_clips() -> None:
@@ -47,7 +61,31 @@ def test_conditioning_removes_wander_and_clips() -> None:
     assert np.abs(np.median(halves, axis=1)).max() < 0.05
 
 
-def test_offline_batch_and_stream_single_windows_are_bit_identical() -> None:
+def test_stream_windows_give_the_offline_model_inputs_bit_identically() -> None:
+    """The live path (chunks -> Windower -> convert_windows -> model_inputs) gives the same model
+    inputs, bit for bit, as cutting the same record offline (what ``mirage validate`` checks live)."""
+    from stream.core.schema import EcgChunk
+    from stream.core.windower import Windower, convert_windows
+
+    rng = np.random.default_rng(1)
+    seconds, t0 = 24, 1_700_000_000 * 10**9
+    rec = np.concatenate([_windows(3)[k] for k in range(3)], axis=1)[:, : seconds * int(CFG.fs)]
+    rec = (rec + rng.normal(0, 0.02, rec.shape)).astype(np.float32)  # (12, T_total) at the model rate
+    per = int(CFG.fs)  # 1 s chunks
+    windower = Windower(CFG, convert=False)
+    live = []
+    for k in range(seconds):
+        live += windower.push(EcgChunk("bed-1", "pat-1", k, t0 + k * 10**9, CFG.fs, LEADS, rec[:, k * per:(k + 1) * per])).windows
+    convert_windows(live, CFG)
+    assert len(live) >= 5
+    starts = [round((w.start_ns - t0) * CFG.fs / 1e9) for w in live]
+    offline = model_inputs(np.stack([rec[:, s : s + CFG.T] for s in starts]), CFG)
+    stream = model_inputs(np.stack([w.signal for w in live]), CFG)
+    np.testing.assert_array_equal(stream.ecg, offline.ecg)
+    np.testing.assert_array_equal(stream.image, offline.image)
+
+
+def test_a_window_scored_alone_or_in_a_batch_gets_bit_identical_inputs() -> None:
     x = _windows(4)
     batch = model_inputs(x, CFG)
     for k in range(4):

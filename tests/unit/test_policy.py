@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from stream.core.policy import AlertPolicy, PolicyConfig
+from stream.core.schema import make_alert_id
 from stream.errors import PolicyError
-from stream.policy import AlertPolicy, PolicyConfig
-from stream.schema import make_alert_id
 
 S = 10**9
 CFG = PolicyConfig(threshold_start=0.6, threshold_end=0.4, end_consecutive=2, k=2, n=3, cooldown_s=10.0, escalate_probability=0.9)

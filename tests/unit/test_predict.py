@@ -11,7 +11,7 @@ import pytest
 
 from engine.config import LEADS
 from engine.data.testing import write_dicom_ecg, write_ptb_like_record
-from engine.predict_cli import main
+from trt.predict_cli import main
 
 
 def _synthetic(seed: int, fs: float = 500.0, seconds: float = 10.0) -> np.ndarray:
@@ -53,7 +53,7 @@ def test_folder_scores_every_record_and_one_bad_record_does_not_abort(folder: Pa
 def test_probability_is_the_stream_pipelines(folder: Path, shipped_checkpoint, capsys: pytest.CaptureFixture[str]) -> None:
     from engine.data.wfdb_io import load_window
     from engine.pipeline import model_inputs
-    from engine.predictor import make_predictor
+    from trt.backends import make_predictor
 
     path = folder / "cart" / "a.dcm"
     assert main([str(path), "--json", "--no-progress"]) == 0
@@ -69,7 +69,7 @@ def test_probability_is_the_stream_pipelines(folder: Path, shipped_checkpoint, c
 def test_all_windows_reports_the_most_suspicious_window(tmp_path: Path, shipped_checkpoint, capsys: pytest.CaptureFixture[str]) -> None:
     from engine.data.wfdb_io import load_window
     from engine.pipeline import model_inputs
-    from engine.predictor import make_predictor
+    from trt.backends import make_predictor
 
     base = write_ptb_like_record(tmp_path, "long", _synthetic(3, 500.0, 20.0), fs=500.0, extra=np.zeros((0, 10000)), extra_names=())
     assert main([str(base), "--json", "--all-windows", "--batch-size", "4", "--no-progress"]) == 0
@@ -106,9 +106,10 @@ def test_manifest_without_labels_and_bad_inputs(folder: Path, tmp_path: Path, ca
 
 
 def test_mirage_dispatches_predict(capsys: pytest.CaptureFixture[str]) -> None:
-    from mirage.cli import COMMANDS, main as mirage_main
+    from mirage.cli import COMMANDS
+    from mirage.cli import main as mirage_main
 
-    assert COMMANDS["predict"].target == "engine.predict_cli:main"
+    assert COMMANDS["predict"].target == "trt.predict_cli:main"
     with pytest.raises(SystemExit) as stop:
         mirage_main(["predict", "--help"])
     assert stop.value.code == 0 and "DICOM" in capsys.readouterr().out

@@ -12,7 +12,9 @@ from engine.checkpoint import load_checkpoint, save_checkpoint
 from engine.config import get_preset
 from engine.errors import ConfigError, SignalError
 from engine.model import Mirage
-from engine.predictor import Prediction, Predictor, TorchPredictor, make_predictor
+from engine.prediction import Prediction, Predictor
+from engine.predictor import TorchPredictor
+from trt.backends import make_predictor
 
 CFG = get_preset("tiny")
 

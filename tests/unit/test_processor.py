@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 from engine.config import LEADS, PRESETS
-from stream.processor import ModelInfo, StreamProcessor, policy_config
-from stream.schema import Alert, EcgChunk
+from stream.core.schema import Alert, EcgChunk
 from stream.settings import Settings
+from stream.worker.processor import ModelInfo, StreamProcessor, policy_config
 
 CFG = PRESETS["tiny"]
 FS = 500
@@ -217,7 +217,45 @@ async def test_a_failing_backend_with_a_batch_queued_behind_it_raises_cleanly(ca
     assert "never retrieved" not in caplog.text
 
 
-async def test_batches_are_applied_in_order_while_the_next_one_is_converted() -> None:
+async def test_the_next_batch_is_converted_while_the_model_scores_the_previous_one(monkeypatch) -> None:
+    """Overlap, observed: every conversion after the first happens while the model thread is
+    inside ``predict`` of the previous batch (a sequential loop would find the model idle)."""
+    import stream.worker.processor as processor_module
+
+    entered, release, busy = threading.Event(), threading.Event(), threading.Event()
+    seen_busy: list[bool] = []
+
+    class HoldingPredictor(AmplitudePredictor):
+        def predict(self, ecg, image, labs, lab_mask) -> Pred:
+            busy.set()
+            entered.set()
+            release.wait(1.0)  # held until the next batch's conversion has looked (or 1 s: the last batch)
+            release.clear()
+            out = super().predict(ecg, image, labs, lab_mask)
+            busy.clear()
+            return out
+
+    real_convert = processor_module.convert_windows
+    calls = [0]
+
+    def observing_convert(batch, cfg):
+        if calls[0]:
+            assert entered.wait(5.0), "the previous batch never reached the model"
+            seen_busy.append(busy.is_set())
+            entered.clear()
+            release.set()
+        calls[0] += 1
+        return real_convert(batch, cfg)
+
+    monkeypatch.setattr(processor_module, "convert_windows", observing_convert)
+    proc = StreamProcessor(HoldingPredictor(), INFO, settings(max_batch=2))
+    items = [(c, c.seq) for bed, seed in (("a", 1), ("b", 2), ("c", 3)) for c in chunks(bed, bed_record(1.0, 14, seed), range(14))]
+    res = await proc.process(items)
+    assert calls[0] == 5 and seen_busy == [True] * 4
+    assert [(s.window.bed_id, s.window.seq) for s in res.scored] == [(b, k) for b in "abc" for k in range(3)]
+
+
+async def test_batches_are_applied_in_order() -> None:
     pred = AmplitudePredictor()
     proc = StreamProcessor(pred, INFO, settings(max_batch=2))
     items = [(c, c.seq) for bed, seed in (("a", 1), ("b", 2), ("c", 3)) for c in chunks(bed, bed_record(1.0, 14, seed), range(14))]

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from test_data import sine_record, write_record  # tests/unit is on sys.path
 
 from engine import metrics as M
 from engine.config import SUPERCLASSES, get_preset
@@ -17,7 +18,6 @@ from engine.model import Mirage, MirageOutput, build_model
 from engine.model.lead_resnet import LeadResNet
 from engine.pipeline import model_inputs
 from engine.train import calibrate, training_loss
-from test_data import sine_record, write_record  # tests/unit is on sys.path
 
 TINY_RESNET = get_preset("tiny").replace(lead_encoder="resnet", resnet_width=4, aux_classes=5)
 

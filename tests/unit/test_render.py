@@ -198,7 +198,8 @@ def test_render_cli_writes_paper_and_model_image(tmp_path, capsys) -> None:
     x = synthetic_window(500.0, 10.0)
     names = ["I", "II", "V1", "V2", "V3", "V4", "V5", "V6"]  # the limb leads are derived
     rows = x[[LEADS.index(n) for n in names]].T
-    wfdb.wrsamp("syn", fs=500, units=["mV"] * 8, sig_name=names, p_signal=rows, fmt=["16"] * 8, adc_gain=[1000.0] * 8, baseline=[0] * 8, write_dir=str(tmp_path))
+    wfdb.wrsamp("syn", fs=500, units=["mV"] * 8, sig_name=names, p_signal=rows, fmt=["16"] * 8, adc_gain=[1000.0] * 8, baseline=[0] * 8,
+                write_dir=str(tmp_path))
     out = tmp_path / "o" / "syn.png"
     assert render_main([str(tmp_path / "syn"), "--out", str(out), "--preset", "tiny"]) == 0
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])

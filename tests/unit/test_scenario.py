@@ -11,10 +11,10 @@ import pytest
 from engine.config import LEADS
 from simulators.cohort import build_cohort
 from simulators.errors import ScenarioError
-from simulators.replay import ReplayPlan, resolve_source, scenario_from_data
 from simulators.scenario import builtin_names, load_scenario, parse_scenario
 from simulators.simulate import simulate
-from stream.schema import LabResult, decode_chunk
+from stream.core.schema import LabResult, decode_chunk
+from stream.tools.replay import ReplayPlan, resolve_source, scenario_from_data
 
 SMALL = {"name": "small", "duration_s": 6, "fs": 250, "seed": 3, "beds": 3,
          "labs": {"presentation_s": [-7200, -3600]},
@@ -168,7 +168,8 @@ def test_simulate_cli_reports_scenario_errors_and_writes_output(tmp_path: Path, 
 
 
 def test_cli_help_explains(capsys) -> None:
-    from simulators.cli import replay_main, simulate_main
+    from simulators.cli import simulate_main
+    from stream.tools.replay_cli import replay_main
 
     for fn in (replay_main, simulate_main):
         with pytest.raises(SystemExit) as exc:

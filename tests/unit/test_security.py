@@ -26,9 +26,9 @@ from pathlib import Path
 import pytest
 
 from mirage.cli import COMMANDS, main
+from stream.core.schema import Alert, LabResult, decode_chunk
 from stream.errors import SettingsError, WireError
 from stream.kafka import consumer, faust_app, faust_credentials, producer
-from stream.schema import Alert, LabResult, decode_chunk
 from stream.settings import SECRET_FIELDS, Settings
 
 SASL_PW = "sasl-Secret-7f3a9c"
@@ -220,7 +220,7 @@ def test_worker_start_up_logs_settings_without_secrets(tmp_path: Path, monkeypat
 
 
 def test_dashboard_token_errors_do_not_echo_the_token() -> None:
-    from stream.dashboard.auth import load_token
+    from stream.consumers.dashboard.auth import load_token
 
     short = "short-tok-9"
     with pytest.raises(SettingsError) as err:
@@ -241,7 +241,7 @@ def test_services_bind_loopback_by_default(capsys) -> None:
 async def test_metrics_server_listens_on_loopback_only() -> None:
     import aiohttp
 
-    from stream.metrics import MetricsServer, StreamMetrics
+    from stream.worker.metrics import MetricsServer, StreamMetrics
 
     server = MetricsServer(StreamMetrics(), lambda: (True, {}), port=0)  # default host
     await server.start()
@@ -292,10 +292,10 @@ async def test_every_consumer_bounds_its_fetches(tmp_path: Path) -> None:
 
     The dashboard and the bridge are started against a closed port: they build their consumer,
     then fail to connect; the consumer they built is inspected."""
-    from stream.dashboard.consumer import DashboardFeed
-    from stream.dashboard.state import WardState
-    from stream.hl7.bridge import Hl7Bridge
-    from stream.hl7.mllp import MllpClient, Outbox
+    from stream.consumers.dashboard.consumer import DashboardFeed
+    from stream.consumers.dashboard.state import WardState
+    from stream.consumers.hl7.bridge import Hl7Bridge
+    from stream.consumers.hl7.mllp import MllpClient, Outbox
 
     s = Settings(max_message_bytes=2 * 1024 * 1024, bootstrap_servers="127.0.0.1:1")
     cons = consumer(s, "t", group_id=None)
@@ -306,7 +306,7 @@ async def test_every_consumer_bounds_its_fetches(tmp_path: Path) -> None:
         assert cons._max_partition_fetch_bytes <= s.max_message_bytes
         assert fc._max_partition_fetch_bytes <= s.max_message_bytes
         for service in (feed, bridge):
-            with pytest.raises(Exception):  # nothing listens on port 1
+            with pytest.raises(Exception):  # noqa: B017 - nothing listens on port 1; the client's error type varies
                 await service.start()
             assert service._consumer._max_partition_fetch_bytes == s.max_message_bytes, type(service).__name__
     finally:
@@ -316,8 +316,8 @@ async def test_every_consumer_bounds_its_fetches(tmp_path: Path) -> None:
 
 
 async def test_a_dashboard_feed_skips_an_oversized_alert() -> None:
-    from stream.dashboard.consumer import DashboardFeed
-    from stream.dashboard.state import WardState
+    from stream.consumers.dashboard.consumer import DashboardFeed
+    from stream.consumers.dashboard.state import WardState
 
     changed: list[str] = []
     feed = DashboardFeed(Settings(), WardState(), changed.append)

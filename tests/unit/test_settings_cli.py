@@ -55,12 +55,12 @@ def test_top_level_help_lists_every_command(capsys) -> None:
 
 
 def test_threads_setting_reaches_cpu_backends_only() -> None:
-    from stream.cli import _backend_opts
+    from stream.worker.model import backend_opts
 
     s = Settings.load(env={"MIRAGE_THREADS": "1"})
     assert s.threads == 1
-    assert _backend_opts(s, "onnxruntime") == {"threads": 1} and _backend_opts(s, "torch") == {"threads": 1}
-    assert _backend_opts(s, "tensorrt") == {}
-    assert _backend_opts(Settings.load(env={}), "torch") == {}
+    assert backend_opts(s, "onnxruntime") == {"threads": 1} and backend_opts(s, "torch") == {"threads": 1}
+    assert backend_opts(s, "tensorrt") == {}
+    assert backend_opts(Settings.load(env={}), "torch") == {}
     with pytest.raises(SettingsError, match="threads=-2"):
         Settings(threads=-2)

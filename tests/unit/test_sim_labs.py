@@ -8,7 +8,7 @@ import pytest
 from engine.labs import LAB_BY_LOINC, lab_feature
 from simulators.errors import SimulatorError
 from simulators.labs import CKMB, KINETICS, TNI, TNT, LabPatient, LabSchedule, bateman, simulate_labs
-from stream.schema import LabResult
+from stream.core.schema import LabResult
 
 HOUR = 3600.0
 

@@ -148,7 +148,7 @@ def test_escalation_new_patient_discharge_and_replay() -> None:
 
 
 def test_episode_ids_have_the_alert_id_shape_of_the_stream() -> None:
-    from stream.schema import make_alert_id
+    from stream.core.schema import make_alert_id
 
     assert episode_id("bed-1", "p9", 123) == make_alert_id("st", KIND_ST_CHANGE, "bed-1", "p9", 123)
     assert episode_id("bed-1", "p9", 123) != episode_id("bed-1", "p9", 124)

@@ -12,6 +12,7 @@ from engine.st.measure import measure_st
 from engine.st.testing import beat_train, true_st_uv
 from engine.st.validate import lead_physics_residuals, measure_ptbxl, simulated_cases, truth_errors
 
+
 @pytest.mark.parametrize("fs", [100.0, 250.0, 500.0, 1000.0])
 def test_known_st_plateau_is_measured_despite_baseline_wander(fs: float) -> None:
     m = measure_st(beat_train(fs), fs)

@@ -7,12 +7,21 @@ import pytest
 
 from engine.pipeline import quality_flags
 from simulators.ecg import PatientSpec, synthesize
-from stream.admission import REASON_END_OF_STREAM, REASON_IDLE
+from stream.core.admission import REASON_END_OF_STREAM, REASON_IDLE
+from stream.core.schema import Alert, make_alert_id
+from stream.core.technical import (
+    KIND_BACKEND_FAILED,
+    KIND_FALLING_BEHIND,
+    KIND_LEADS_OFF,
+    KIND_NO_DATA,
+    KIND_POOR_SIGNAL,
+    TechnicalConfig,
+    TechnicalMonitor,
+    evaluable_from_flags,
+    quality_kind,
+)
 from stream.errors import SettingsError
-from stream.schema import Alert, make_alert_id
 from stream.settings import Settings
-from stream.technical import (KIND_BACKEND_FAILED, KIND_FALLING_BEHIND, KIND_LEADS_OFF, KIND_NO_DATA, KIND_POOR_SIGNAL,
-                              TechnicalConfig, TechnicalMonitor, evaluable_from_flags, quality_kind)
 
 S = 1_000_000_000
 FS = 100.0
@@ -215,8 +224,8 @@ def test_config_from_settings_and_validation() -> None:
 def test_leads_off_from_the_real_windower_flags() -> None:
     """Chunks with four electrodes off (NaN) -> the worker's Windower flags -> leads_off, then cleared."""
     from engine.config import LEADS, get_preset
-    from stream.schema import EcgChunk
-    from stream.windower import Windower
+    from stream.core.schema import EcgChunk
+    from stream.core.windower import Windower
 
     cfg = get_preset("tiny")
     x = synthesize(PatientSpec(), fs=FS, duration_s=60.0, seed=5).signal.astype(np.float32)

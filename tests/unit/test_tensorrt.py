@@ -28,7 +28,8 @@ def test_build_options_are_validated() -> None:
 
 def test_stale_plan_is_detected(tmp_path: Path) -> None:
     plan = tmp_path / "m.plan"
-    expected = {"onnx_sha256": "abc", "tensorrt_version": "10.9.0", "gpu": "H100", "compute_capability": "9.0", "precision": "fp16", "profile": {"min": 1, "opt": 32, "max": 128}}
+    expected = {"onnx_sha256": "abc", "tensorrt_version": "10.9.0", "gpu": "H100", "compute_capability": "9.0", "precision": "fp16",
+                "profile": {"min": 1, "opt": 32, "max": 128}}
     assert "no plan" in stale_reason(plan, expected)
     plan.write_bytes(b"x")
     assert "no metadata" in stale_reason(plan, expected)

@@ -14,9 +14,10 @@ from engine.train import choose_thresholds, class_weights, state_path, warmup_co
 pytest.importorskip("engine.model", reason="engine.model (engineer A) is not in the tree yet")
 pytest.importorskip("engine.checkpoint", reason="engine.checkpoint (engineer A) is not in the tree yet")
 
+from test_data import write_record  # noqa: E402 (tests/unit is on sys.path)
+
 from engine.checkpoint import load_checkpoint  # noqa: E402
 from engine.cli import evaluate_main, train_main  # noqa: E402
-from test_data import write_record  # noqa: E402 (tests/unit is on sys.path)
 
 
 def toy_dataset(root: Path, n: int = 32, seed: int = 0) -> Path:
@@ -41,7 +42,8 @@ def toy(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _train(toy: Path, out: Path, epochs: int, *extra: str) -> int:
-    return train_main(["--data", str(toy), "--out", str(out), "--preset", "tiny", "--epochs", str(epochs), "--seed", "3", "--no-progress", "--cache", "", "--batch-size", "8", *extra])
+    return train_main(["--data", str(toy), "--out", str(out), "--preset", "tiny", "--epochs", str(epochs), "--seed", "3", "--no-progress",
+                       "--cache", "", "--batch-size", "8", *extra])
 
 
 def test_train_writes_loadable_checkpoint_and_resumes(toy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -92,10 +94,10 @@ def test_evaluate_known_answers(toy: Path, tmp_path: Path, capsys: pytest.Captur
     with torch.no_grad():
         for p in loaded.model.parameters():
             p.zero_()
+    from engine import metrics as M
     from engine.data import load_items
     from engine.data.dataset import MirageDataset
     from engine.train import predict_dataset
-    from engine import metrics as M
 
     ds = MirageDataset.from_items(load_items(toy), loaded.config, progress=False)
     probs = predict_dataset(loaded.model, ds)

@@ -1,4 +1,4 @@
-"""Scoring of validation runs (stream.validate_metrics) and the load bench's pure helpers, on crafted runs."""
+"""Scoring of validation runs (stream.tools.validate_metrics) and the load bench's pure helpers, on crafted runs."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from stream.loadbench import SLOT_S, bed_phases, expected_window_ends, percentile, steady_latencies
-from stream.validate_metrics import DAY_S, AlertEvent, BedInfo, WindowScore, score_beds, summarize, window_label
+from stream.tools.loadbench import percentile, steady_latencies
+from stream.tools.loadgen import SLOT_S, bed_phases, expected_window_ends
+from stream.tools.validate_metrics import DAY_S, AlertEvent, BedInfo, WindowScore, score_beds, summarize, window_label
 
 S = 1_000_000_000
 T0 = 1_700_000_000 * S
@@ -101,7 +102,7 @@ def test_no_mi_beds_gives_no_sensitivity_rather_than_a_guess() -> None:
 
 
 def test_report_files(tmp_path: Path) -> None:
-    from stream.validate_report import write_report
+    from stream.tools.validate_report import write_report
 
     beds = [bed("mi", True, onset=13.0), bed("norm", False)]
     ws = windows("mi", [0.2, 0.9, 0.8]) + windows("norm", [0.1, 0.6, 0.3])
@@ -138,8 +139,8 @@ def test_find_max_search_doubles_then_bisects_to_ten_percent() -> None:
     """The search logic of ``mirage bench load --find-max`` against a system that holds up to 230 beds."""
     import asyncio
 
-    from stream.loadbench import BenchOptions, TrialResult, search, summarize
     from stream.settings import Settings
+    from stream.tools.loadbench import BenchOptions, TrialResult, search, summarize
 
     def result(n: int) -> TrialResult:
         p99 = 500.0 if n <= 230 else 2500.0

@@ -7,8 +7,8 @@ import pytest
 
 from engine.config import PRESETS
 from engine.pipeline import to_model_rate
-from stream.schema import EcgChunk, decode_chunk, encode_chunk
-from stream.windower import GAP_FLAG, Windower
+from stream.core.schema import EcgChunk, decode_chunk, encode_chunk
+from stream.core.windower import GAP_FLAG, Windower
 
 CFG = PRESETS["tiny"]  # 100 Hz, 10 s windows, 2 s hop
 LEADS8 = ("I", "II", "V1", "V2", "V3", "V4", "V5", "V6")
@@ -223,7 +223,7 @@ def test_cut_then_convert_in_one_batch_equals_converting_each_window() -> None:
     """The worker cuts windows on the event loop (convert=False) and converts a batch of them in
     its model thread: same signals and flags as the windower converting each window itself,
     with gaps, lead-off (NaN) and beds of different lead sets mixed in one batch."""
-    from stream.windower import convert_windows
+    from stream.core.windower import convert_windows
 
     rec = record(24.0, seed=5)
     rec[3, 2000:2600] = np.nan  # lead V2 off for 1.2 s
@@ -237,7 +237,8 @@ def test_cut_then_convert_in_one_batch_equals_converting_each_window() -> None:
             out += win.push(chunk(rec12, s, bed="bed-12", leads=leads12)).windows
     assert len(a) == len(b) > 8
     assert all(x.signal is None and x.raw is not None for x in b)
-    assert convert_windows(b, CFG) is not None
+    assert [id(w) for w in convert_windows(b, CFG)] == [id(w) for w in b]  # converted in place, order kept
+    assert all(y.signal.shape == (12, CFG.T) and y.signal.dtype == np.float32 for y in b)
     for x, y in zip(a, b):
         assert (x.bed_id, x.seq, x.start_ns, x.end_ns) == (y.bed_id, y.seq, y.start_ns, y.end_ns)
         np.testing.assert_array_equal(x.signal, y.signal)

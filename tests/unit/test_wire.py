@@ -10,8 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stream.errors import WireError
-from stream.schema import (
+from stream.core.schema import (
     Alert,
     EcgChunk,
     LabResult,
@@ -19,6 +18,7 @@ from stream.schema import (
     encode_chunk,
     make_alert_id,
 )
+from stream.errors import WireError
 
 LEAD_NAMES = ["I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6"]
 ids = st.text(alphabet=st.characters(min_codepoint=33, max_codepoint=0x2FF), min_size=1, max_size=40).filter(str.isprintable)

@@ -1,0 +1,449 @@
+"""The stream worker's orchestration core, testable without Kafka.
+
+One call of :meth:`StreamProcessor.process` takes a batch of decoded chunks (each with an opaque
+*token*: the Kafka event the worker acknowledges later) and does, in order:
+
+1. chunks -> :class:`stream.core.windower.Windower` -> windows (per bed, model rate);
+2. windows -> :class:`stream.core.batcher.MicroBatcher` -> batches of at most ``max_batch``;
+3. labs for each batch from :class:`stream.worker.store.LabCache` (one Redis round trip);
+4. :func:`engine.pipeline.model_inputs` + ``Predictor.predict`` in an executor thread, so the
+   event loop keeps heart-beating to the broker while the model works;
+5. :class:`stream.core.policy.AlertPolicy` -> :class:`stream.core.schema.Alert` objects; on an episode
+   start the window is drawn on ECG paper and stored in Redis (``mirage:snapshot:{alert_id}``);
+   chunk arrivals, window quality, worker lag and backend errors feed
+   :class:`stream.core.technical.TechnicalMonitor` (technical alarms: no data, leads off, poor signal,
+   backend failed, falling behind), whose events join the alerts; a discharged bed (end of
+   stream, ``idle_discharge_s`` of silence, another patient) gets the ``end`` of its MI episode;
+6. the tokens that are now *safe to acknowledge*: a chunk is released only when every window
+   containing its samples has been scored (so a restart from the committed offset rebuilds every
+   window that has not produced its output: at-least-once, see docs/STREAMING.md).
+
+The caller sends the alerts, awaits the broker's acknowledgement, and only then acks the
+released tokens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from engine.config import LEADS, MirageConfig
+from engine.pipeline import model_inputs
+from engine.prediction import Predictor
+from stream.core.admission import REASON_IDLE
+from stream.core.batcher import MicroBatcher
+from stream.core.policy import KIND_MI, AlertPolicy, PolicyConfig, PolicyEvent
+from stream.core.schema import Alert, EcgChunk
+from stream.core.technical import TechnicalConfig, TechnicalMonitor
+from stream.core.windower import EcgWindow, Windower, convert_windows
+from stream.errors import PolicyError
+from stream.settings import Settings
+from stream.worker.store import LabCache, PatientLabs, PolicyStateStore, empty_labs
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What alerts say about the model that produced them."""
+
+    name: str
+    version: str
+    checkpoint_sha: str
+    threshold: float = 0.5
+    thresholds: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Scored:
+    """One scored window (for metrics, validation and the demo)."""
+
+    window: EcgWindow
+    probability: float
+
+    def latency_s(self, done_ns: int) -> float:
+        """Seconds from the arrival of the chunk that completed the window to ``done_ns``."""
+        return max(0.0, (done_ns - self.window.last_arrival_ns) / 1e9) if self.window.last_arrival_ns else 0.0
+
+
+@dataclass
+class ProcessResult:
+    """Outputs of one :meth:`StreamProcessor.process` call."""
+
+    alerts: list[Alert] = field(default_factory=list)
+    release: list[Any] = field(default_factory=list)
+    scored: list[Scored] = field(default_factory=list)
+    dropped: dict[str, int] = field(default_factory=dict)
+    snapshots: list[tuple[str, EcgWindow]] = field(default_factory=list)  # (alert_id, window) of episode starts
+
+
+def policy_config(settings: Settings, info: ModelInfo) -> PolicyConfig:
+    """Thresholds from Settings when set (non-zero), else from the checkpoint."""
+    start = settings.threshold_start or info.thresholds.get("start", 0.0) or info.threshold
+    end = settings.threshold_end or info.thresholds.get("end", 0.0) or max(0.0, start - 0.1)
+    end = min(end, start)
+    return PolicyConfig(threshold_start=start, threshold_end=end, k=settings.k_of_n_k, n=settings.k_of_n_n,
+                        cooldown_s=settings.cooldown_s, escalate_probability=settings.escalate_probability)
+
+
+class StreamProcessor:
+    """Chunks in, alerts and releasable tokens out.
+
+    Args:
+        predictor: an ``engine.prediction.Predictor`` (``trt.backends.make_predictor``), or any
+            object with its ``name``/``config``/``predict``.
+        info: model name/version/checkpoint sha and its thresholds.
+        settings: stream settings (batching, hop, policy overrides, staleness).
+        labcache: the lab store, or None to score without labs.
+        executor: where the model runs (a one-thread pool by default).
+        snapshot: ``(window) -> PNG bytes`` for episode starts, or None to skip snapshots.
+        clock: ``() -> ns`` wall clock (alert emission time, lab ages).
+        fallback: ``() -> predictor`` building the fallback backend (``Settings.fallback_backend``);
+            used from the first batch the primary fails on, with a ``backend_failed`` technical
+            alarm carrying the advisory "fallback backend ... in use".
+    """
+
+    def __init__(self, predictor: Predictor, info: ModelInfo, settings: Settings, *, labcache: LabCache | None = None,
+                 executor: Executor | None = None, snapshot: Callable[[EcgWindow], bytes] | None = None,
+                 clock: Callable[[], int] | None = None, metrics: Any | None = None,
+                 fallback: Callable[[], Predictor] | None = None) -> None:
+        self.predictor = predictor
+        self._fallback = fallback
+        self.on_fallback = False
+        self.cfg: MirageConfig = predictor.config
+        self.info = info
+        self.settings = settings
+        self.labcache = labcache
+        self.executor = executor or ThreadPoolExecutor(max_workers=1, thread_name_prefix="mirage-model")
+        # Snapshots get their own thread: drawing ECG paper must not queue in front of the model.
+        self.snapshot_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mirage-snapshot")
+        self.snapshot = snapshot
+        self.clock = clock or time.time_ns
+        self.metrics = metrics
+        # Windows are cut here and converted (resampling, quality flags) a micro-batch at a time in
+        # _score_batches, overlapped with the model thread scoring the previous micro-batch.
+        self.windower = Windower(self.cfg, hop_s=settings.hop_s, idle_s=settings.idle_discharge_s, clock=self.clock,
+                                 convert=False)
+        self.batcher: MicroBatcher[EcgWindow] = MicroBatcher(settings.max_batch, settings.max_wait_ms / 1000.0)
+        self.policy = AlertPolicy(policy_config(settings, info))
+        self.technical = TechnicalMonitor(TechnicalConfig.from_settings(
+            settings, model_name=info.name, model_version=info.version, checkpoint_sha=info.checkpoint_sha))
+        self.policy_store = PolicyStateStore(labcache.client, settings.consumer_group) if labcache is not None else None
+        self._dirty: set[str] = set()  # beds whose saved state changed since the last save
+        self._seen: set[str] = set()  # beds whose saved state was looked up in Redis
+        self._pending: dict[str, deque[tuple[int, Any]]] = {}
+        self._last_window: dict[str, EcgWindow] = {}
+        self.windows_scored = 0
+        self.chunks_seen = 0
+
+    # -- step 1: chunks -> windows --------------------------------------------------------------
+    def _ingest(self, chunk: EcgChunk, token: Any, arrival_ns: int | None, result: ProcessResult,
+                discharged: list[str]) -> list[EcgWindow]:
+        self.chunks_seen += 1
+        push = self.windower.push(chunk, arrival_ns)
+        if push.dropped:
+            result.dropped[push.dropped] = result.dropped.get(push.dropped, 0) + 1
+            result.release.append(token)
+            return push.windows
+        self.technical.on_chunk(chunk.bed_id, chunk.patient_id, self.clock(), chunk.end_of_stream)
+        self._dirty.add(chunk.bed_id)
+        if chunk.end_of_stream:
+            self._seen.discard(chunk.bed_id)
+        pending = self._pending.setdefault(chunk.bed_id, deque())
+        if push.reset == "patient_change":
+            # Another patient in the bed: the previous patient is discharged, so is their episode.
+            result.alerts.extend(self._end_mi(chunk.bed_id))
+        if push.reset:
+            # The old buffer is gone: its chunks can never contribute to a window again.
+            result.release.extend(t for _, t in pending)
+            pending.clear()
+        if push.discharged:
+            result.release.extend(t for _, t in pending)
+            result.release.append(token)
+            self._pending.pop(chunk.bed_id, None)
+            discharged.append(chunk.bed_id)  # handled after this call's windows are scored
+        else:
+            end = self.windower.end_index(chunk.bed_id)
+            pending.append((int(end if end is not None else 0), token))
+        return push.windows
+
+    def _releasable(self) -> list[Any]:
+        out: list[Any] = []
+        for bed_id, pending in list(self._pending.items()):
+            start = self.windower.next_window_start(bed_id)
+            if start is None:  # bed evicted or discharged
+                out.extend(t for _, t in pending)
+                del self._pending[bed_id]
+                continue
+            while pending and pending[0][0] <= start:
+                out.append(pending.popleft()[1])
+        return out
+
+    # -- steps 2-5 -------------------------------------------------------------------------------
+    async def process(self, items: Sequence[tuple[EcgChunk, Any] | tuple[EcgChunk, Any, int | None]]) -> ProcessResult:
+        """Process decoded chunks (with tokens and optional arrival times); see the module docstring."""
+        result = ProcessResult()
+        discharged: list[str] = []
+        windows: list[EcgWindow] = []
+        newest: int | None = None
+        await self._restore([item[0].bed_id for item in items])
+        for item in items:
+            chunk, token = item[0], item[1]
+            arrival = item[2] if len(item) > 2 else None
+            if arrival is not None:
+                newest = arrival if newest is None else max(newest, arrival)
+            windows.extend(self._ingest(chunk, token, arrival, result, discharged))
+        if newest is not None:
+            self.technical.on_lag(max(0.0, (self.clock() - newest) / 1e9), self.clock())
+        batches = self.batcher.extend(windows)
+        batches.extend(self.batcher.flush())
+        await self._score_batches(batches, result)
+        for bed_id in discharged:
+            await self.policy_discharge(bed_id, self._last_window.get(bed_id), result)
+        for bed_id in self.windower.evict_idle():
+            # Silent past idle_discharge_s: the bed left without an end of stream. Its MI episode
+            # ends (an open alarm must never be dropped silently); TechnicalMonitor discharges it too.
+            result.alerts.extend(self._end_mi(bed_id))
+            self._seen.discard(bed_id)
+        result.alerts.extend(self.tick())
+        result.release.extend(self._releasable())
+        return result
+
+    def tick(self) -> list[Alert]:
+        """Technical-alarm events due now (the worker also calls this from a 1 s timer: no data).
+
+        Beds the technical monitor discharged for silence (``idle_discharge_s``, timer-driven, so
+        possibly with no chunk arriving at all) are discharged here too: their MI episode ends
+        and their window buffer is dropped. End-of-stream and patient-change discharges are
+        handled when their chunk is ingested.
+        """
+        alerts = self.technical.tick(self.clock())
+        for ev in self.technical.pop_discharges():
+            if ev.reason == REASON_IDLE:
+                self.windower.discharge(ev.bed_id)  # its pending chunks are released by the next process()
+                self._seen.discard(ev.bed_id)
+                alerts.extend(self._end_mi(ev.bed_id))
+        return alerts
+
+    async def policy_discharge(self, bed_id: str, last: EcgWindow | None, result: ProcessResult) -> None:
+        """End the bed's active episode (if any) and forget it, here and in the saved state."""
+        if last is not None:
+            self._last_window[bed_id] = last
+        result.alerts.extend(self._end_mi(bed_id))
+
+    def _end_mi(self, bed_id: str) -> list[Alert]:
+        """End the bed's open MI episode (its ``end`` alert, on the last scored window) and forget
+        the bed's policy state; idempotent (a second call finds nothing to end)."""
+        last = self._last_window.pop(bed_id, None)
+        self._dirty.add(bed_id)
+        events = self.policy.discharge(bed_id, last.seq if last else -1, last.end_ns if last else self.clock())
+        # Without a window (discharged right after a restart, before any was scored) there is
+        # nothing to put on the alert: see the limits in docs/STREAMING.md.
+        return [self._alert(ev, last, None, None, empty_labs()) for ev in events if last is not None]
+
+    async def _restore(self, bed_ids: list[str]) -> None:
+        """Load the saved policy and technical-alarm state of beds this worker has not seen yet.
+
+        Done before their chunks are ingested, so a restarted worker (or the new owner after a
+        rebalance) continues episodes with the same ids.
+        """
+        fresh = sorted(set(b for b in bed_ids if b not in self._seen))
+        if not fresh:
+            return
+        self._seen.update(fresh)
+        if self.policy_store is None:
+            return
+        for bed_id, data in (await self.policy_store.load(fresh)).items():
+            try:
+                if data.get("policy"):
+                    self.policy.import_state(bed_id, data["policy"])
+                if data.get("technical"):
+                    self.technical.import_bed(bed_id, data["technical"])
+            except (PolicyError, AttributeError) as exc:
+                log.warning("ignoring saved state of a bed: %s", exc)
+
+    async def save_state(self) -> bool:
+        """Persist the policy and technical state of beds that changed (after the alerts are produced)."""
+        if self.policy_store is None or not self._dirty:
+            self._dirty.clear()
+            return True
+        states: dict[str, dict | None] = {}
+        for b in sorted(self._dirty):
+            pol, tech = self.policy.export_state(b), self.technical.export_bed(b)
+            states[b] = None if pol is None and tech is None else {"policy": pol, "technical": tech}
+        self._dirty.clear()
+        return await self.policy_store.save(states)
+
+    async def _score_batches(self, batches: list[list[EcgWindow]], result: ProcessResult) -> None:
+        """Score micro-batches in order, two stages overlapped.
+
+        Batch k+1 is converted (model rate, 12 leads, quality flags) and its labs are read on the
+        event loop while the model thread scores batch k; conversion holds the GIL, the backend
+        mostly does not, so the two use both cores. Results are applied strictly in batch order.
+        """
+        loop = asyncio.get_running_loop()
+        pending: tuple[list[EcgWindow], list[PatientLabs], Any, Predictor] | None = None
+        try:
+            for batch in batches:
+                # On the event loop: in the model thread its many short numpy calls wait on the GIL
+                # behind the Kafka client thread (measured slower).
+                convert_windows(batch, self.cfg)
+                if self.labcache is not None:
+                    labs = await self.labcache.read_batch([(w.patient_id, w.end_ns) for w in batch])
+                else:
+                    labs = [empty_labs() for _ in batch]
+                used = self.predictor
+                future = loop.run_in_executor(self.executor, self._infer, batch, labs, used)
+                previous, pending = pending, (batch, labs, future, used)
+                if previous is not None:
+                    await self._finish_batch(*previous, result)
+            if pending is not None:
+                last, pending = pending, None
+                await self._finish_batch(*last, result)
+        finally:
+            if pending is not None:
+                # This call failed before the queued batch was applied (the worker stops, nothing of
+                # it is acknowledged); retrieve its outcome so it is not reported as never retrieved.
+                pending[2].add_done_callback(lambda f: None if f.cancelled() else f.exception())
+
+    async def _finish_batch(self, batch: list[EcgWindow], labs: list[PatientLabs], future: Any, used: Predictor,
+                            result: ProcessResult) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            probs, lead_w, infer_s = await future
+        except Exception as exc:
+            # used is not self.predictor: an earlier batch of this call already switched to the
+            # fallback, so this one is simply scored again with it.
+            if used is self.predictor:
+                if self._fallback is None or self.on_fallback:
+                    # The caller stops the worker (nothing acked); the technical alarm goes out first.
+                    self.technical.on_backend_error(exc, False, t_ns=self.clock())
+                    raise
+                await loop.run_in_executor(self.executor, self._switch_to_fallback, exc, "on a batch")
+                self.technical.on_backend_error(exc, self.predictor.name, t_ns=self.clock())
+            probs, lead_w, infer_s = await loop.run_in_executor(self.executor, self._infer, batch, labs, self.predictor)
+        else:
+            if not self.on_fallback:
+                self.technical.on_backend_ok(self.clock())
+        if self.metrics is not None:
+            self.metrics.observe_batch(len(batch), infer_s)
+        for i, w in enumerate(batch):
+            self._last_window[w.bed_id] = w
+            self._dirty.add(w.bed_id)
+            self.technical.on_window(w.bed_id, w.patient_id, w.end_ns, w.flags, window_seq=w.seq)
+            for ev in self.policy.update(w.bed_id, w.patient_id, float(probs[i]), w.seq, w.end_ns):
+                alert = self._alert(ev, w, float(probs[i]), lead_w[i], labs[i])
+                result.alerts.append(alert)
+                if ev.phase == "start":
+                    result.snapshots.append((ev.alert_id, w))
+            result.scored.append(Scored(w, float(probs[i])))
+        self.windows_scored += len(batch)
+
+    def _switch_to_fallback(self, exc: Exception, when: str) -> None:
+        """Build the fallback backend and score with it from now on (runs in the model thread)."""
+        log.error("backend %s failed %s (%s: %s); switching to the fallback backend", self.predictor.name, when,
+                  type(exc).__name__, str(exc)[:200])
+        self.predictor = self._fallback()  # type: ignore[misc]  # callers check it is set
+        self.on_fallback = True
+
+    def _infer(self, batch: list[EcgWindow], labs: list[PatientLabs],
+               predictor: Predictor) -> tuple[np.ndarray, np.ndarray, float]:
+        """(probabilities, lead weights, seconds) of a converted batch (runs in the model thread)."""
+        t0 = time.perf_counter()
+        x = np.stack([w.signal for w in batch])  # (B, 12, T)
+        lab_v = np.stack([p.values for p in labs]).astype(np.float32)  # (B, D_lab)
+        lab_m = np.stack([p.mask for p in labs]).astype(np.float32)
+        inputs = model_inputs(x, self.cfg, lab_v, lab_m)
+        pred = predictor.predict(inputs.ecg, inputs.image, inputs.labs, inputs.lab_mask)
+        probs = np.asarray(pred.probs, dtype=np.float64).reshape(-1)
+        lead_w = np.asarray(pred.lead_weights, dtype=np.float64).reshape(len(batch), -1)
+        return probs, lead_w, time.perf_counter() - t0
+
+    async def store_snapshots(self, snapshots: list[tuple[str, EcgWindow]]) -> int:
+        """Draw each episode-start window on ECG paper and store it in Redis; returns how many were stored.
+
+        Called by the worker *after* the alerts are produced: a snapshot is for people looking
+        at the dashboard, it must not delay the alert itself.
+        """
+        if self.snapshot is None or self.labcache is None:
+            return 0
+        stored = 0
+        for alert_id, w in snapshots:
+            stored += await self._store_snapshot(alert_id, w)
+        return stored
+
+    def warmup(self) -> None:
+        """Run the pipeline and the model once on a blank window (first-batch latency, lazy imports)."""
+        from stream.worker.store import empty_labs as _empty
+
+        blank = EcgWindow("warmup", "warmup", 0, 0, 0, np.zeros((len(LEADS), self.cfg.T), np.float32))
+        try:
+            self._infer([blank], [_empty()], self.predictor)
+        except Exception as exc:
+            # A backend that cannot even score a blank window (GPU gone, bad plan) is the same fault
+            # as one failing at run time: use the fallback from the start and say so on every bed.
+            if self._fallback is None or self.on_fallback:
+                raise
+            self._switch_to_fallback(exc, "at warm-up")
+            self.technical.on_backend_error(exc, self.predictor.name, t_ns=self.clock())
+            self._infer([blank], [_empty()], self.predictor)
+        if self.snapshot is not None:
+            try:
+                self.snapshot(blank)
+            except Exception as exc:
+                log.warning("ECG-paper snapshot renderer failed on warm-up (%s): snapshots disabled", exc)
+                self.snapshot = None
+
+    async def _store_snapshot(self, alert_id: str, w: EcgWindow) -> bool:
+        try:
+            loop = asyncio.get_running_loop()
+            png = await loop.run_in_executor(self.snapshot_executor, self.snapshot, w)
+            await self.labcache.store_snapshot(alert_id, png)  # type: ignore[union-attr]
+            return True
+        except Exception as exc:  # a snapshot is a convenience: never lose the alert over it
+            log.warning("could not store snapshot for alert %s: %s", alert_id, exc)
+            return False
+
+    # -- alerts --------------------------------------------------------------------------------
+    def _alert(self, ev: PolicyEvent, w: EcgWindow, p: float | None, lead_w: np.ndarray | None, labs: PatientLabs) -> Alert:
+        top: list[str] = []
+        if lead_w is not None and lead_w.size == len(LEADS) and np.isfinite(lead_w).all():
+            top = [LEADS[j] for j in np.argsort(-lead_w, kind="stable")[:3]]
+        pc = self.policy.config
+        return Alert(
+            alert_id=ev.alert_id, alert_type="mi", kind=KIND_MI, phase=ev.phase, bed_id=w.bed_id, patient_id=w.patient_id,
+            probability=None if p is None else round(float(p), 4), threshold_start=pc.threshold_start,
+            threshold_end=pc.threshold_end, window_start_ns=w.start_ns, window_end_ns=w.end_ns, window_seq=ev.window_seq,
+            model_name=self.info.name, model_version=self.info.version, checkpoint_sha=self.info.checkpoint_sha,
+            level=ev.level, labs=list(labs.used), labs_available=labs.available, quality_flags=list(w.flags),
+            top_leads=top, advisories=list(labs.advisories), emitted_ns=self.clock(),
+        )
+
+    # -- housekeeping --------------------------------------------------------------------------
+    def forget_beds(self, keep: Callable[[str], bool]) -> list[Any]:
+        """Drop the state of beds for which ``keep(bed_id)`` is False (partitions revoked).
+
+        Returns their pending tokens: they must NOT be acked (the new owner re-reads them), the
+        caller simply drops them.
+        """
+        dropped: list[Any] = []
+        for bed_id in list(self.windower.bed_ids()):
+            if not keep(bed_id):
+                self.windower.discharge(bed_id)
+                self.policy.forget(bed_id)
+                self.technical.forget(bed_id)
+                self._seen.discard(bed_id)
+                dropped.extend(t for _, t in self._pending.pop(bed_id, deque()))
+        return dropped
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=True)
+        self.snapshot_executor.shutdown(wait=True)
+
