@@ -422,6 +422,8 @@ def crossval_parser() -> Any:
     p.add_argument("--synthetic", type=int, default=300, help="simulated patients for the synthetic variants")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is ~10x faster than 2 on a shared, overloaded 2-core machine: measured)")
     p.add_argument("--cache", type=Path, default=Path(".mirage/cache"), help="cache of rendered inputs")
+    p.add_argument("--only-splits", help="run just these split indices (e.g. 2,3), so several processes can share one variant's splits; "
+                   "the report still needs every split")
     p.add_argument("--report-only", action="store_true", help="only aggregate finished variants")
     p.add_argument("--figures", type=Path, help="write roc/reliability/age PNGs here (e.g. docs/figures)")
     p.add_argument("--focus", help="variant drawn in the reliability and age plots (default: best pooled AUROC)")
@@ -484,11 +486,17 @@ def crossval_main(argv: list[str]) -> int:
                 log.info("screening subset: %d records (%d MI) of %.0f %% of the patients", len(items), sum(it.label for it in items), 100 * args.subset)
             real = MirageDataset.from_items(items, base, cache_dir=cache, progress=not args.no_progress, images=False)
             splits = make_splits([it.fold for it in items if it.fold is not None], args.splits)
+            if args.only_splits:
+                wanted = {int(k) for k in args.only_splits.split(",") if k.strip()}
+                splits = [sp for sp in splits if sp.index in wanted]
             syn = None
             if any(VARIANTS[n].synthetic for n in names) and args.synthetic > 0:
                 syn = synthetic_dataset(args.synthetic, base, args.seed + 7919, cache)
             for n in names:
                 run_variant(VARIANTS[n], real, syn, splits, base, opts, args.out, args.seed)
+        if args.only_splits and not args.report_only:
+            print(f"splits {args.only_splits} of {names} written under {args.out}; run again without --only-splits (or with --report-only) for the table")
+            return 0
         out = report(args.out, list(VARIANTS), args.splits, args.data, args.focus, args.figures)
     except MirageError as exc:
         print(f"mirage crossval: {exc}", file=sys.stderr)
