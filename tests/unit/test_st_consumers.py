@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import hl7
 import numpy as np
+import pytest
 
 from engine.config import LEADS
 from engine.st import StChangeConfig, StChangeEvent
 from stream.consumers.audit import AuditStore
+from stream.consumers.audit_cli import audit_main
 from stream.consumers.dashboard.state import MI_SUSPECTED, QUIET, Ack, WardState
 from stream.consumers.hl7.pcd04 import build_oru_r40
 from stream.core.schema import Alert, make_alert_id
@@ -60,7 +63,7 @@ def test_hl7_oru_r40_of_an_st_change_names_the_alarm_leads_and_per_lead_change_i
     assert {str(seg[4]): str(seg[5]) for seg in msg.segments("OBX")}["1.0.0.0.4"] == "inactive"
 
 
-def test_audit_trail_records_st_change_events_with_their_st(tmp_path: Path) -> None:
+def test_audit_trail_records_st_change_events_with_their_st(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with AuditStore(tmp_path / "trail.sqlite") as store:
         r = store.append([st_alert("start"), st_alert("update", level=2, seq=50), st_alert("end", seq=90), st_alert("start")])
         assert r.inserted == 3 and r.duplicates == 1
@@ -70,6 +73,13 @@ def test_audit_trail_records_st_change_events_with_their_st(tmp_path: Path) -> N
         assert rows[0].alert.st["delta_uv"][LEADS.index("III")] == 210.0 and rows[0].alert.top_leads == ["II", "III", "aVF"]
         assert rows[0].policy["threshold_start"] == 100.0 and rows[1].policy["level"] == 2
         assert store.verify() == 3
+    assert audit_main(["query", "--db", str(tmp_path / "trail.sqlite"), "--type", "st", "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(r["alert"]["kind"], r["alert"]["phase"]) for r in rows] == [("st_change", "start"), ("st_change", "update"),
+                                                                       ("st_change", "end")]
+    assert rows[0]["alert"]["st"]["max_delta_uv"] == 210.0
+    assert audit_main(["plot", "--db", str(tmp_path / "trail.sqlite"), "--out", str(tmp_path / "t.png")]) == 0
+    assert (tmp_path / "t.png").stat().st_size > 0
 
 
 def test_dashboard_keeps_st_change_apart_from_mi_and_names_the_largest_st_changes() -> None:
