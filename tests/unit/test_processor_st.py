@@ -121,3 +121,54 @@ async def test_st_can_be_switched_off() -> None:
         proc.close()
     assert res.scored and all(s.window.st is None for s in res.scored)
     assert all(a.st is None for a in res.alerts)
+
+
+class FakeRedis:
+    """The few asyncio-Redis calls the ST stage makes (set/delete in a pipeline, mget, get)."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, bytes] = {}
+
+    def pipeline(self, transaction: bool = False) -> "FakeRedis":
+        return self
+
+    def set(self, key: str, value: str, ex: int | None = None) -> None:
+        self.data[key] = value.encode()
+
+    def delete(self, key: str) -> None:
+        self.data.pop(key, None)
+
+    async def execute(self) -> list:
+        return []
+
+    async def mget(self, keys: list[str]) -> list[bytes | None]:
+        return [self.data.get(k) for k in keys]
+
+
+async def test_a_restarted_worker_keeps_the_baseline_and_the_dashboard_view_is_in_redis() -> None:
+    """The reference is restored from Redis, so ST that is already raised at the restart still alarms."""
+    import json
+
+    from stream.core.st import ST_VIEW_KEY
+    from stream.worker.st_stage import StStage
+
+    s = settings(st_learn_s=16, st_min_windows=4, st_sustain_s=20, st_end_s=10)
+    redis = FakeRedis()
+    rec = record(90, st_from_s=30, shift_mv=0.2)
+    first = StreamProcessor(FixedPredictor(0.05), INFO, s)
+    first.st = StStage(s, CFG.fs, INFO, first.clock, redis)
+    try:
+        await first.process(chunks(rec[:, :30 * FS]))  # baseline learned on normal ST, then the worker dies
+        await first.save_state()
+    finally:
+        first.close()
+    view = json.loads(redis.data[ST_VIEW_KEY.format(bed_id="B1")])
+    assert view["baseline_uv"][LEADS.index("II")] is not None and len(view["trend"]["t_ns"]) >= 1
+    second = StreamProcessor(FixedPredictor(0.05), INFO, s)
+    second.st = StStage(s, CFG.fs, INFO, second.clock, redis)
+    try:
+        items = [it for it in chunks(rec) if it[0].seq >= 30]
+        res = await second.process(items)
+    finally:
+        second.close()
+    assert [a.phase for a in res.alerts if a.kind == "st_change"][:1] == ["start"]
