@@ -169,25 +169,26 @@ function svgEl(name, attrs) {
 }
 
 function trendSvg(group, leads, st) {
-  const W = 300, H = 70, span = 3600e9, t1 = st.updated_ns, t0 = t1 - span;
+  const W = 320, H = 70, L = 56, span = 3600e9, t1 = st.updated_ns, t0 = t1 - span;
   const idx = leads.map((l) => st.leads.indexOf(l));
   const vals = [0];
   for (const row of st.trend.j60_uv) for (const i of idx) if (row[i] != null) vals.push(row[i]);
   for (const i of idx) if (st.baseline_uv[i] != null) vals.push(st.baseline_uv[i]);
   let lo = Math.min(...vals), hi = Math.max(...vals);
   if (hi - lo < 200) { const m = (hi + lo) / 2; lo = m - 100; hi = m + 100; }
-  const x = (t) => 30 + (W - 34) * Math.max(0, (t - t0) / span);
+  const x = (t) => L + (W - L - 4) * Math.max(0, (t - t0) / span);
   const y = (v) => 4 + (H - 8) * (hi - v) / (hi - lo);
   const svg = svgEl("svg", { viewBox: `0 0 ${W} ${H}`, class: "st-trend", role: "img", "data-group": group,
     "aria-label": `${group} ST trend, last hour, leads ${leads.join(", ")}; dashed lines: baseline` });
-  svg.append(svgEl("line", { x1: 30, x2: W - 4, y1: y(0), y2: y(0), class: "zero" }));
-  const label = svgEl("text", { x: 2, y: 11 }); label.textContent = group; svg.append(label);
-  const range = svgEl("text", { x: 2, y: H - 3 }); range.textContent = `${Math.round(lo)}…${Math.round(hi)} µV`; svg.append(range);
+  svg.append(svgEl("line", { x1: L, x2: W - 4, y1: y(0), y2: y(0), class: "zero" }));
+  for (const [text, ty] of [[group, 11], [`${Math.round(hi)} µV`, 24], [`${Math.round(lo)} µV`, H - 3], ["1 h", H / 2 + 6]]) {
+    const label = svgEl("text", { x: 2, y: ty }); label.textContent = text; svg.append(label);
+  }
   leads.forEach((lead, k) => {
     const i = idx[k], colour = LEAD_COLOURS[k % LEAD_COLOURS.length];
     const base = st.baseline_uv[i];
     if (base != null) {
-      svg.append(svgEl("line", { x1: 30, x2: W - 4, y1: y(base), y2: y(base), stroke: colour, class: "baseline", "data-lead": lead }));
+      svg.append(svgEl("line", { x1: L, x2: W - 4, y1: y(base), y2: y(base), stroke: colour, class: "baseline", "data-lead": lead }));
     }
     const pts = [];
     st.trend.t_ns.forEach((t, j) => { const v = st.trend.j60_uv[j][i]; if (v != null && t >= t0) pts.push(`${x(t).toFixed(1)},${y(v).toFixed(1)}`); });
