@@ -79,6 +79,7 @@ class EcgWindow:
         raw: (L, S) float32 mV at the source rate in ``source_leads`` order while unconverted, else None.
         source_fs: the source rate of ``raw``.
         source_leads: the source lead names of ``raw``.
+        st: the ST vector once measured (:mod:`stream.worker.st_stage`), else None.
     """
 
     bed_id: str
@@ -92,6 +93,7 @@ class EcgWindow:
     raw: np.ndarray | None = None
     source_fs: float = 0.0
     source_leads: tuple[str, ...] = ()
+    st: dict | None = None  # issue #19: the window's ST vector (stream.core.st.st_vector), set by the worker's ST stage
 
 
 def convert_windows(windows: Sequence[EcgWindow], cfg: MirageConfig) -> list[EcgWindow]:

@@ -45,6 +45,7 @@ from stream.core.technical import TechnicalConfig, TechnicalMonitor
 from stream.core.windower import EcgWindow, Windower, convert_windows
 from stream.errors import PolicyError
 from stream.settings import Settings
+from stream.worker.st_stage import StStage  # issue #19
 from stream.worker.store import LabCache, PatientLabs, PolicyStateStore, empty_labs
 
 log = logging.getLogger(__name__)
@@ -142,6 +143,8 @@ class StreamProcessor:
         self._last_window: dict[str, EcgWindow] = {}
         self.windows_scored = 0
         self.chunks_seen = 0
+        # issue #19: ST per window (own thread), per-bed baseline and st_change alerts (stream/worker/st_stage.py)
+        self.st = StStage(settings, self.cfg.fs, info, self.clock, labcache.client if labcache is not None else None)
 
     # -- step 1: chunks -> windows --------------------------------------------------------------
     def _ingest(self, chunk: EcgChunk, token: Any, arrival_ns: int | None, result: ProcessResult,
@@ -246,7 +249,7 @@ class StreamProcessor:
         events = self.policy.discharge(bed_id, last.seq if last else -1, last.end_ns if last else self.clock())
         # Without a window (discharged right after a restart, before any was scored) there is
         # nothing to put on the alert: see the limits in docs/STREAMING.md.
-        return [self._alert(ev, last, None, None, empty_labs()) for ev in events if last is not None]
+        return [self._alert(ev, last, None, None, empty_labs()) for ev in events if last is not None] + self.st.end(bed_id, last)
 
     async def _restore(self, bed_ids: list[str]) -> None:
         """Load the saved policy and technical-alarm state of beds this worker has not seen yet.
@@ -258,6 +261,7 @@ class StreamProcessor:
         if not fresh:
             return
         self._seen.update(fresh)
+        await self.st.restore(fresh)  # issue #19
         if self.policy_store is None:
             return
         for bed_id, data in (await self.policy_store.load(fresh)).items():
@@ -271,6 +275,7 @@ class StreamProcessor:
 
     async def save_state(self) -> bool:
         """Persist the policy and technical state of beds that changed (after the alerts are produced)."""
+        await self.st.save()  # issue #19: ST baseline/episode state and the dashboard's ST view
         if self.policy_store is None or not self._dirty:
             self._dirty.clear()
             return True
@@ -295,6 +300,7 @@ class StreamProcessor:
                 # On the event loop: in the model thread its many short numpy calls wait on the GIL
                 # behind the Kafka client thread (measured slower).
                 convert_windows(batch, self.cfg)
+                self.st.start(batch)  # issue #19: ST measured in its own thread while the model scores
                 if self.labcache is not None:
                     labs = await self.labcache.read_batch([(w.patient_id, w.end_ns) for w in batch])
                 else:
@@ -334,6 +340,7 @@ class StreamProcessor:
                 self.technical.on_backend_ok(self.clock())
         if self.metrics is not None:
             self.metrics.observe_batch(len(batch), infer_s)
+        result.alerts.extend(await self.st.finish(batch))  # issue #19: w.st set, st_change alerts
         for i, w in enumerate(batch):
             self._last_window[w.bed_id] = w
             self._dirty.add(w.bed_id)
@@ -423,7 +430,7 @@ class StreamProcessor:
             threshold_end=pc.threshold_end, window_start_ns=w.start_ns, window_end_ns=w.end_ns, window_seq=ev.window_seq,
             model_name=self.info.name, model_version=self.info.version, checkpoint_sha=self.info.checkpoint_sha,
             level=ev.level, labs=list(labs.used), labs_available=labs.available, quality_flags=list(w.flags),
-            top_leads=top, advisories=list(labs.advisories), emitted_ns=self.clock(),
+            top_leads=top, advisories=list(labs.advisories), emitted_ns=self.clock(), st=w.st,
         )
 
     # -- housekeeping --------------------------------------------------------------------------
@@ -439,6 +446,7 @@ class StreamProcessor:
                 self.windower.discharge(bed_id)
                 self.policy.forget(bed_id)
                 self.technical.forget(bed_id)
+                self.st.forget(bed_id)  # issue #19
                 self._seen.discard(bed_id)
                 dropped.extend(t for _, t in self._pending.pop(bed_id, deque()))
         return dropped
@@ -446,4 +454,5 @@ class StreamProcessor:
     def close(self) -> None:
         self.executor.shutdown(wait=True)
         self.snapshot_executor.shutdown(wait=True)
+        self.st.close()  # issue #19
 
