@@ -369,24 +369,22 @@ async def test_lab_sent_while_redis_is_down_is_stored_when_it_returns_and_named_
     """Issue 18 "no lab lost": the labs agent retries the Redis write with capped backoff and acks
     the lab only once Redis holds it (so its offset is not committed before)."""
     import redis.asyncio as aioredis
-    from aiokafka import AIOKafkaProducer
 
+    from stream.kafka import producer
     from stream.tools.demo import WorkerProcess
     from stream.worker.store import lab_key
 
-    svc = private_services
-    s = await make_settings(svc.bootstrap, svc.redis_url, unique, partitions=1, checkpoint=tiny_checkpoint)
-    worker = WorkerProcess(s, tmp_path / "w")
-    prod = AIOKafkaProducer(bootstrap_servers=s.bootstrap_servers, acks="all")
+    s = await make_settings(private_services.bootstrap, private_services.redis_url, unique, partitions=1,
+                            checkpoint=tiny_checkpoint)
+    prod, worker, t0 = producer(s), WorkerProcess(s, tmp_path / "w"), time.time_ns()
     await prod.start()
-    t0 = time.time_ns()
     try:
         await worker.wait_ready(120)
-        svc.stop_redis()
+        private_services.stop_redis()
         lab = LabResult("pat-bed-lab", TNI, 900.0, "ng/L", t0 - 300 * 10**9)
         await prod.send_and_wait(s.topic_labs, lab.to_bytes(), key=b"pat-bed-lab")
         await asyncio.sleep(3.0)  # the worker tries, fails and backs off meanwhile
-        svc.start_redis()  # empty (in memory): only the retried write can bring the lab back
+        private_services.start_redis()  # empty (in memory): only the retried write can bring the lab back
         back = time.monotonic()
         r = aioredis.from_url(s.redis_url)
         stored_s = await wait_for_async(lambda: r.hexists(lab_key("pat-bed-lab"), TNI), 30, "the lab retried into Redis")
