@@ -155,7 +155,7 @@ class StreamProcessor:
             result.dropped[push.dropped] = result.dropped.get(push.dropped, 0) + 1
             result.release.append(token)
             return push.windows
-        self.technical.on_chunk(chunk.bed_id, chunk.patient_id, self.clock(), chunk.end_of_stream)
+        self.technical.on_chunk(chunk.bed_id, chunk.patient_id, self.clock(), chunk.end_of_stream, data_ns=chunk.end_ns)
         self._dirty.add(chunk.bed_id)
         if chunk.end_of_stream:
             self._seen.discard(chunk.bed_id)

@@ -6,7 +6,7 @@ OBR-4 is ``196616^MDC_EVT_ALARM^MDC``, and the facets of that alarm as ``OBX`` s
 apart by OBX-4 (dotted sub-id ``<mds>.<vmd>.<channel>.<metric>.<facet>``)::
 
     MSH  ... ORU^R40^ORU_R40 ... 2.6 ... AL^NE ... MSH-21 IHE_PCD_ACM_001
-    PID  patient (pseudonymous id from the alert)
+    PID  patient: PID-3 pseudonymous id from the alert, PID-5 a pseudonym name (name type S)
     PV1  inpatient, assigned location = the bed
     OBR  placer/filler = alert id, OBR-4 MDC_EVT_ALARM, OBR-7 alert start time
     OBX 1.0.0.0.1  alarm identity (CWE), OBX-5 alarm text, OBX-8 = priority ~ source type
@@ -26,12 +26,18 @@ technical) repeated with ``~``. MIRAGE level 2 -> PH, level 1 -> PM. MI suspicio
 MDC event code, so its identity is a local code (coding system ``99MIRAGE``, the HL7 convention
 for site-local tables); technical conditions map to local codes the same way.
 
+PID-5 (patient name) is required in v2.6. MIRAGE only ever knows a pseudonymous patient id, so it
+sends a pseudonym, as HL7 table 0200 provides: family name ``MIRAGE-`` + the first 12 hex digits of
+the SHA-256 of the patient id, name type code ``S`` (pseudonym), e.g. ``MIRAGE-3F1A9C0D2B7E^^^^^^S``.
+It is stable per patient and reveals nothing the id does not.
+
 ACK^R41 (PCD TF-2 "ORA^R41") is parsed by :func:`parse_ack`: MSA-1 ``AA``/``CA`` = accepted.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import re
 from dataclasses import dataclass
 
@@ -88,6 +94,12 @@ def hl7_ts(ns: int) -> str:
     return t.strftime("%Y%m%d%H%M%S") + f".{t.microsecond // 1000:03d}+0000"
 
 
+def pseudonym_name(patient_id: str) -> str:
+    """PID-5 (XPN) of a pseudonymised patient: ``MIRAGE-<12 hex of SHA-256(id)>^^^^^^S`` (table 0200 S)."""
+    token = hashlib.sha256(str(patient_id).encode("utf-8")).hexdigest()[:12].upper()
+    return f"MIRAGE-{token}^^^^^^S"
+
+
 def priority_of(alert: Alert) -> str:
     return PRIORITY.get(int(alert.level), "PH" if alert.level > 2 else "PL")
 
@@ -130,7 +142,7 @@ def build_oru_r40(alert: Alert, control_id: str, *, now_ns: int, endpoint: Endpo
         "|".join(["MSH", ENCODING_CHARS, endpoint.sending_app, endpoint.sending_facility, endpoint.receiving_app,
                   endpoint.receiving_facility, hl7_ts(now_ns), "", "ORU^R40^ORU_R40", escape(control_id),
                   processing_id, "2.6", "", "", "AL", "NE", "", "UNICODE UTF-8", "", "", MSH21_ACM]),
-        f"PID|||{escape(alert.patient_id)}^^^MIRAGE^PI||",
+        f"PID|||{escape(alert.patient_id)}^^^MIRAGE^PI||{pseudonym_name(alert.patient_id)}",
         f"PV1||I|^^{bed}",
         "|".join(["OBR", "1", f"{alert_id}^MIRAGE", f"{alert_id}^MIRAGE", OBR4_ALARM, "", "", start_ts]),
     ]
