@@ -98,3 +98,15 @@ def test_dashboard_keeps_st_change_apart_from_mi_and_names_the_largest_st_change
                                    {"lead": "V4", "delta_uv": 120.0}]
     w.apply_alert(st_alert("end", seq=90))
     assert w.bed_view("ICU-2", T0 + 91 * S)["st_change"] == []
+
+
+@pytest.mark.parametrize("phase", ["start", "end"])
+def test_st_change_oru_r40_passes_hl7apy_strict_validation(phase: str) -> None:
+    """Issue 18 asks every message we send (MI, technical and ST) to pass a strict v2.6 validator."""
+    pytest.importorskip("hl7apy", reason="hl7apy (dev extra) is not installed")
+    from hl7apy.consts import VALIDATION_LEVEL
+    from hl7apy.parser import parse_segment
+
+    a = st_alert(phase, seq=40 if phase == "start" else 90)
+    for seg in build_oru_r40(a, a.event_id, now_ns=T0 + 95 * S).rstrip("\r").split("\r"):
+        assert parse_segment(seg, version="2.6", validation_level=VALIDATION_LEVEL.STRICT).validate(), seg
