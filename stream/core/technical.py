@@ -40,9 +40,9 @@ from __future__ import annotations
 import logging
 from collections import deque
 from dataclasses import asdict, dataclass, field
-from typing import Sequence
+from typing import MutableMapping, Sequence
 
-from stream.core.admission import DISCHARGED, AdmissionEvent, Admissions, BedAdmission
+from stream.core.admission import DISCHARGED, REASON_END_OF_STREAM, AdmissionEvent, Admissions, BedAdmission
 from stream.core.schema import Alert, make_alert_id
 from stream.errors import PolicyError, SettingsError
 from stream.settings import Settings
@@ -135,7 +135,9 @@ class _Episode:
 
 
 @dataclass
-class _BedState:
+class TechnicalBedState:
+    """The technical-alarm state of one monitored bed (held by its :class:`stream.core.session.BedSession`)."""
+
     patient_id: str
     bad_since_ns: int | None = None  # end of the first not-evaluable window of the current run
     bad_flags: list[str] = field(default_factory=list)
@@ -158,12 +160,15 @@ class TechnicalMonitor:
     Args:
         config: limits and model fields.
         admissions: the admission core to use (a new one with ``config.idle_discharge_s`` if None).
+        beds: where the per-bed states live (a dict by default; the stream worker passes its
+            :class:`stream.core.session.BedSessions` view).
     """
 
-    def __init__(self, config: TechnicalConfig, admissions: Admissions | None = None) -> None:
+    def __init__(self, config: TechnicalConfig, admissions: Admissions | None = None,
+                 beds: MutableMapping[str, TechnicalBedState] | None = None) -> None:
         self.config = config
-        self.admissions = admissions or Admissions(config.idle_discharge_s)
-        self._beds: dict[str, _BedState] = {}
+        self.admissions = admissions if admissions is not None else Admissions(config.idle_discharge_s)  # an empty one is falsy
+        self._beds: MutableMapping[str, TechnicalBedState] = {} if beds is None else beds
         self._queue: list[tuple[_Episode, str, int, int | None]] = []  # (episode, phase, end_ns, window_seq)
         # Bounded: a caller that never pops must not grow memory forever.
         self._discharges: deque[AdmissionEvent] = deque(maxlen=MAX_PENDING_DISCHARGES)
@@ -178,7 +183,7 @@ class TechnicalMonitor:
             if ev.change == DISCHARGED:
                 self._discharged(ev)
             else:
-                self._beds[bed_id] = _BedState(patient_id)
+                self._beds[bed_id] = TechnicalBedState(patient_id)
         st = self._beds.get(bed_id)
         if st is not None:
             ep = st.episodes.pop(KIND_NO_DATA, None)
@@ -247,9 +252,9 @@ class TechnicalMonitor:
         elif c.active and lag_s <= self.config.behind_s / 2:
             c.active, c.cleared_ns = False, t_ns
 
-    def discharge(self, bed_id: str, t_ns: int) -> None:
+    def discharge(self, bed_id: str, t_ns: int, reason: str = REASON_END_OF_STREAM) -> None:
         """Discharge a bed explicitly (its open technical alerts end at the next tick)."""
-        for ev in self.admissions.discharge(bed_id, t_ns):
+        for ev in self.admissions.discharge(bed_id, t_ns, reason):
             self._discharged(ev)
 
     def forget(self, bed_id: str) -> None:
@@ -288,7 +293,7 @@ class TechnicalMonitor:
                     raise ValueError(f"unknown technical kind {ep.kind!r}")
                 episodes[ep.kind] = ep
             bad_since = data["bad_since_ns"]
-            st = _BedState(patient, None if bad_since is None else int(bad_since), [str(f) for f in data["bad_flags"]], episodes)
+            st = TechnicalBedState(patient, None if bad_since is None else int(bad_since), [str(f) for f in data["bad_flags"]], episodes)
             adm = BedAdmission(patient, int(data["admitted_ns"]), int(data["last_chunk_ns"]))
         except (KeyError, TypeError, ValueError) as exc:
             raise PolicyError(f"bad saved technical-alarm state for a bed: {exc!r}") from None
@@ -323,7 +328,7 @@ class TechnicalMonitor:
         return st is None or not any(k in st.episodes for k in (KIND_NO_DATA, *QUALITY_KINDS))
 
     # -- internals ------------------------------------------------------------------------------
-    def _open(self, st: _BedState, bed_id: str, kind: str, first_ns: int) -> _Episode:
+    def _open(self, st: TechnicalBedState, bed_id: str, kind: str, first_ns: int) -> _Episode:
         ep = _Episode(make_alert_id("technical", kind, bed_id, st.patient_id, first_ns), kind, bed_id, st.patient_id, first_ns)
         st.episodes[kind] = ep
         return ep

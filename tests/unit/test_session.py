@@ -1,0 +1,129 @@
+"""BedSession / BedSessions: one bed's state in one object; discharge is the only way a bed ends."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from engine.config import PRESETS
+from stream.core.admission import REASON_END_OF_STREAM, REASON_IDLE, REASON_PATIENT_CHANGE
+from stream.core.policy import PolicyConfig
+from stream.core.schema import EcgChunk
+from stream.core.session import REASON_REVOKED, BedSessions
+from stream.core.technical import TechnicalConfig
+from stream.core.windower import EcgWindow, Windower
+from stream.errors import PolicyError
+
+CFG = PRESETS["tiny"]
+T0 = 1_700_000_000 * 10**9
+S = 10**9
+LEADS8 = ("I", "II", "V1", "V2", "V3", "V4", "V5", "V6")
+
+
+def make_sessions(now: list[int], idle_s: float = 60.0) -> BedSessions:
+    return BedSessions(
+        lambda beds: Windower(CFG, clock=lambda: now[0], convert=False, beds=beds),
+        PolicyConfig(threshold_start=0.5, threshold_end=0.3, k=1, n=1, cooldown_s=0.0),
+        TechnicalConfig(no_data_s=5.0, idle_discharge_s=idle_s),
+        lambda ev, w: (ev.phase, ev.alert_id, w.bed_id, w.seq),
+        lambda: now[0],
+    )
+
+
+def open_episode(ss: BedSessions, now: list[int], bed: str = "b", patient: str = "p") -> str:
+    """Admit the bed, score one positive window (an MI episode starts), let no_data start."""
+    ss.technical.on_chunk(bed, patient, now[0])
+    [ev] = ss.policy.update(bed, patient, 0.9, 0, T0)
+    ss.open(bed).last_window = EcgWindow(bed, patient, 0, T0 - 10 * S, T0, None)
+    now[0] += 6 * S
+    assert [(a.kind, a.phase) for a in ss.technical.tick(now[0])] == [("no_data", "start")]
+    return ev.alert_id
+
+
+@pytest.mark.parametrize("reason", [REASON_END_OF_STREAM, REASON_PATIENT_CHANGE, REASON_IDLE])
+def test_discharge_ends_the_open_episodes_once_and_forgets_the_bed(reason: str) -> None:
+    now = [T0]
+    ss = make_sessions(now)
+    active = open_episode(ss, now)
+    ss.get("b").pending.extend([(100, "t0"), (200, "t1")])
+    alerts, tokens = ss.discharge("b", reason)
+    assert alerts == [("end", active, "b", 0)]  # the MI end, on the last scored window
+    assert tokens == ["t0", "t1"]
+    assert [(a.kind, a.phase) for a in ss.technical.tick(now[0])] == [("no_data", "end")]
+    assert "b" not in ss and ss.policy.active("b") == "" and not ss.technical.admissions.monitored("b")
+    assert ss.take_records() == {"b": None}  # the persisted record is deleted
+    assert ss.discharge("b", reason) == ([], [])  # idempotent: nothing ends twice
+
+
+def test_revoked_partition_forgets_without_ending_anything() -> None:
+    now = [T0]
+    ss = make_sessions(now)
+    open_episode(ss, now)
+    ss.take_records()
+    ss.get("b").pending.append((100, "t0"))
+    alerts, tokens = ss.discharge("b", REASON_REVOKED)
+    assert alerts == [] and tokens == ["t0"]  # the caller drops (does not ack) these
+    assert ss.technical.tick(now[0]) == []  # no technical end either: the new owner continues
+    assert "b" not in ss and ss.take_records() == {}  # the record stays for the new owner
+
+
+def test_only_the_session_timer_discharges_an_idle_bed() -> None:
+    now = [T0]
+    ss = make_sessions(now, idle_s=60.0)
+    active = open_episode(ss, now)
+    now[0] += 3600 * S
+    # The technical core's own admissions have no timer: its tick alone ends nothing.
+    assert [(a.kind, a.phase) for a in ss.technical.tick(now[0])] == [("no_data", "update")]
+    assert ss.policy.active("b") == active and ss.technical.admissions.monitored("b")
+    assert ss.expire(now[0]) == [("end", active, "b", 0)]
+    assert "b" not in ss and [(a.kind, a.phase) for a in ss.technical.tick(now[0])] == [("no_data", "end")]
+
+
+def test_expire_keeps_beds_that_are_not_idle_and_drops_empty_sessions() -> None:
+    now = [T0]
+    ss = make_sessions(now, idle_s=60.0)
+    active = open_episode(ss, now)
+    ss.open("nothing")
+    assert ss.expire(T0 + 59 * S) == []  # last chunk at T0
+    assert ss.policy.active("b") == active and ss.bed_ids() == ["b"]
+
+
+def test_the_cores_keep_their_per_bed_state_in_the_session() -> None:
+    now = [T0]
+    ss = make_sessions(now)
+    chunk = EcgChunk("b", "p", 0, T0, 500.0, LEADS8, np.zeros((8, 500), np.float32))
+    ss.windower.push(chunk)
+    ss.technical.on_chunk("b", "p", now[0])
+    ss.policy.update("b", "p", 0.1, 0, T0)
+    s = ss.get("b")
+    assert s.buffer is ss.windower.beds["b"] and s.buffer.patient_id == "p"
+    assert s.admission is ss.technical.admissions.get("b") and s.technical is not None and s.episode is not None
+    assert ss.bed_ids() == ["b"] and len(ss.windower.beds) == 1
+
+
+def test_record_round_trip_continues_the_episodes_with_the_same_ids() -> None:
+    now = [T0]
+    ss = make_sessions(now)
+    active = open_episode(ss, now)
+    ss.get("b").dirty = True
+    records = ss.take_records()
+    assert set(records["b"]) == {"policy", "technical"}  # the format earlier workers wrote
+    restarted = make_sessions(now)
+    restarted.restore(json.loads(json.dumps(records)))
+    assert restarted.policy.active("b") == active
+    assert restarted.get("b").to_record() == records["b"]
+    # the restored no_data episode ends with its original id when the bed speaks again
+    restarted.technical.on_chunk("b", "p", now[0])
+    [end] = restarted.technical.tick(now[0])
+    assert (end.kind, end.phase) == ("no_data", "end")
+
+
+def test_a_malformed_record_is_ignored_and_an_unknown_reason_refused() -> None:
+    now = [T0]
+    ss = make_sessions(now)
+    ss.restore({"b": {"policy": {"recent": 1}}})
+    assert ss.policy.active("b") == ""
+    with pytest.raises(PolicyError, match="reason"):
+        ss.open("b").discharge("went home")
