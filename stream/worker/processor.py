@@ -95,6 +95,22 @@ def policy_config(settings: Settings, info: ModelInfo) -> PolicyConfig:
                         cooldown_s=settings.cooldown_s, escalate_probability=settings.escalate_probability)
 
 
+def _segments(items: Sequence[tuple]) -> list[Sequence[tuple]]:
+    """Split a call's items where a bed starts over (a chunk after its end of stream, or naming
+    another patient): the earlier part is scored first, so the discharge ends the episode on the
+    bed's newest window and the next patient starts a session of their own."""
+    parts: list[Sequence[tuple]] = []
+    start, seen = 0, {}  # bed -> patient of the current part; "" once its stream ended
+    for i, item in enumerate(items):
+        chunk = item[0]
+        if seen.get(chunk.bed_id, chunk.patient_id) != chunk.patient_id:
+            parts.append(items[start:i])
+            start, seen = i, {}
+        seen[chunk.bed_id] = "" if chunk.end_of_stream else chunk.patient_id
+    parts.append(items[start:])
+    return parts
+
+
 def _patient(session: BedSession) -> str | None:
     """The patient the session is monitoring (None before anything is known)."""
     for part in (session.admission, session.buffer, session.episode):
@@ -161,15 +177,17 @@ class StreamProcessor:
         """Process decoded chunks (with tokens and optional arrival times); see the module docstring."""
         result = ProcessResult()
         await self._restore([item[0].bed_id for item in items])
-        windows = self._route(items, result)                  # 1. chunks -> their beds' sessions -> windows
-        batches = self.batcher.extend(windows) + self.batcher.flush()  # 2. micro-batches
-        await self._score_batches(batches, result)            # 3-5. labs, the model (self._score), apply
-        for bed_id in [b for b, s in self.sessions.sessions.items() if s.ending_ns is not None]:
-            # End of stream: discharged once the windows its last chunk completed are scored.
-            alerts, tokens = self.sessions.discharge(bed_id, REASON_END_OF_STREAM, self.sessions.sessions[bed_id].ending_ns)
-            result.alerts.extend(alerts)
-            result.release.extend(tokens)
-        result.alerts.extend(self.tick())                     # technical alarms, idle discharges
+        self._observe_lag(items)
+        for part in _segments(items):
+            windows = self._route(part, result)  # 1. chunks -> their beds' sessions -> windows
+            batches = self.batcher.extend(windows) + self.batcher.flush()  # 2. micro-batches
+            await self._score_batches(batches, result)  # 3-5. labs, the model (self._score), apply
+            for bed_id in [b for b, s in self.sessions.sessions.items() if s.ending_ns is not None]:
+                # End of stream: discharged once the windows its last chunk completed are scored.
+                alerts, tokens = self.sessions.discharge(bed_id, REASON_END_OF_STREAM, self.sessions.sessions[bed_id].ending_ns)
+                result.alerts.extend(alerts)
+                result.release.extend(tokens)
+        result.alerts.extend(self.tick())  # technical alarms, idle discharges
         result.release.extend(self.sessions.take_releasable())  # 6. tokens safe to acknowledge
         return result
 
@@ -177,16 +195,14 @@ class StreamProcessor:
                result: ProcessResult) -> list[EcgWindow]:
         """Each chunk to its bed's session (window buffer, admission, pending tokens); the windows it completes."""
         windows: list[EcgWindow] = []
-        newest: int | None = None
         for item in items:
-            chunk, token = item[0], item[1]
-            arrival = item[2] if len(item) > 2 else None
-            if arrival is not None:
-                newest = arrival if newest is None else max(newest, arrival)
-            windows.extend(self._ingest(chunk, token, arrival, result))
-        if newest is not None:
-            self.technical.on_lag(max(0.0, (self.clock() - newest) / 1e9), self.clock())
+            windows.extend(self._ingest(item[0], item[1], item[2] if len(item) > 2 else None, result))
         return windows
+
+    def _observe_lag(self, items: Sequence[tuple[EcgChunk, Any] | tuple[EcgChunk, Any, int | None]]) -> None:
+        arrivals = [item[2] for item in items if len(item) > 2 and item[2] is not None]
+        if arrivals:
+            self.technical.on_lag(max(0.0, (self.clock() - max(arrivals)) / 1e9), self.clock())
 
     def _ingest(self, chunk: EcgChunk, token: Any, arrival_ns: int | None, result: ProcessResult) -> list[EcgWindow]:
         self.chunks_seen += 1

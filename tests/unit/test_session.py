@@ -127,3 +127,37 @@ def test_a_malformed_record_is_ignored_and_an_unknown_reason_refused() -> None:
     assert ss.policy.active("b") == ""
     with pytest.raises(PolicyError, match="reason"):
         ss.open("b").discharge("went home")
+
+
+# -- through the processor: a bed starting over inside one call gets a session of its own ----------
+
+
+async def test_a_new_stream_after_end_of_stream_in_the_same_call_keeps_its_session() -> None:
+    from test_processor import FS, INFO, LEADS8, AmplitudePredictor, bed_record, chunks, settings
+
+    from stream.worker.processor import StreamProcessor
+
+    proc = StreamProcessor(AmplitudePredictor(), INFO, settings())
+    old = chunks("b", bed_record(1.0, 14, 3), range(14), eos_at=13)
+    rec = bed_record(0.05, 4, 4)
+    new = [EcgChunk("b", "pat-new", s, T0 + (20 + s) * S, FS, LEADS8, rec[:, s * 500 : (s + 1) * 500]) for s in range(4)]
+    res = await proc.process([(c, c.seq) for c in old] + [(c, f"new{c.seq}") for c in new])
+    assert [(a.patient_id, a.phase) for a in res.alerts if a.alert_type == "mi"] == [("pat-b", "start"), ("pat-b", "end")]
+    assert sorted(t for t in res.release if isinstance(t, int)) == list(range(14))
+    assert not [t for t in res.release if isinstance(t, str)]  # the new stream's chunks wait for their windows
+    s = proc.sessions.get("b")
+    assert s.admission.patient_id == "pat-new" and s.buffer is not None and len(s.pending) == 4
+
+
+async def test_another_patient_in_the_same_call_ends_the_episode_on_the_newest_window() -> None:
+    from test_processor import FS, INFO, LEADS8, AmplitudePredictor, bed_record, chunks, settings
+
+    from stream.worker.processor import StreamProcessor
+
+    proc = StreamProcessor(AmplitudePredictor(), INFO, settings())
+    old = chunks("q", bed_record(1.0, 14, 3), range(14))
+    new = EcgChunk("q", "pat-new", 14, T0 + 14 * S, FS, LEADS8, bed_record(0.05, 1, 5))
+    res = await proc.process([(c, c.seq) for c in old] + [(new, "new")])
+    mi = [(a.patient_id, a.phase, a.window_seq) for a in res.alerts if a.alert_type == "mi"]
+    assert mi == [("pat-q", "start", 1), ("pat-q", "end", 2)]
+    assert sorted(t for t in res.release if isinstance(t, int)) == list(range(14))
