@@ -99,9 +99,7 @@ class BedSession:
         events = o.policy.discharge(self.bed_id, last.seq if last else -1, last.end_ns if last else t)
         o.sessions.pop(self.bed_id, None)
         o.discharged.add(self.bed_id)  # its record is deleted at the next save
-        # Without a window (discharged right after a restart, before any was scored) there is
-        # nothing to put on the alert: see the limits in docs/STREAMING.md.
-        return [o.mi_alert(ev, last) for ev in events if last is not None]
+        return o.end_alerts(self.bed_id, events, last)
 
     def to_record(self) -> dict | None:
         """The persisted record (JSON-able), None when there is nothing to continue."""
@@ -160,7 +158,8 @@ class BedSessions:
         windower: builds the windower given its ``beds`` mapping (``lambda beds: Windower(..., beds=beds)``).
         policy_config: the MI alert policy.
         technical_config: the technical alarms (its ``idle_discharge_s`` is the one idle timer).
-        mi_alert: ``(event, window) -> Alert`` for MI events of a discharge.
+        end_alerts: ``(bed_id, policy events, last scored window or None) -> alerts`` of a discharge
+            (the worker builds the MI ``end`` alerts; a stage with per-bed episodes of its own ends them here).
         clock: ``() -> ns`` wall clock.
     """
 
@@ -169,13 +168,13 @@ class BedSessions:
         windower: Callable[[MutableMapping[str, BedBuffer]], Windower],
         policy_config: PolicyConfig,
         technical_config: TechnicalConfig,
-        mi_alert: Callable[[PolicyEvent, EcgWindow], Alert],
+        end_alerts: Callable[[str, list[PolicyEvent], EcgWindow | None], list[Alert]],
         clock: Callable[[], int],
     ) -> None:
         self.sessions: dict[str, BedSession] = {}
         self.discharged: set[str] = set()  # beds whose record must be deleted at the next save
         self.clock = clock
-        self.mi_alert = mi_alert
+        self.end_alerts = end_alerts
         self.idle_discharge_s = technical_config.idle_discharge_s
         self.windower = windower(_SessionField(self, "buffer"))
         self.policy = AlertPolicy(policy_config, beds=_SessionField(self, "episode"))

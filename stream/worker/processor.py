@@ -161,7 +161,7 @@ class StreamProcessor:
             policy_config(settings, info),
             TechnicalConfig.from_settings(settings, model_name=info.name, model_version=info.version,
                                           checkpoint_sha=info.checkpoint_sha),
-            lambda ev, w: self._alert(ev, w, None, None, empty_labs()), self.clock)
+            self._end_alerts, self.clock)
         # Windows are cut by the windower and converted (resampling, quality flags) a micro-batch at a
         # time in _score_batches, overlapped with the model thread scoring the previous micro-batch.
         self.windower = self.sessions.windower
@@ -414,6 +414,12 @@ class StreamProcessor:
             level=ev.level, labs=list(labs.used), labs_available=labs.available, quality_flags=list(w.flags),
             top_leads=top, advisories=list(labs.advisories), emitted_ns=self.clock(),
         )
+
+    def _end_alerts(self, bed_id: str, events: list[PolicyEvent], last: EcgWindow | None) -> list[Alert]:
+        """The alerts of a bed's discharge (:meth:`BedSession.discharge`): its MI ``end``, on the last scored window."""
+        # Without a window (discharged right after a restart, before any was scored) there is
+        # nothing to put on the alert: see the limits in docs/STREAMING.md.
+        return [self._alert(ev, last, None, None, empty_labs()) for ev in events if last is not None]
 
     # -- housekeeping --------------------------------------------------------------------------
     def forget_beds(self, keep: Callable[[str], bool]) -> list[Any]:

@@ -27,7 +27,7 @@ def make_sessions(now: list[int], idle_s: float = 60.0) -> BedSessions:
         lambda beds: Windower(CFG, clock=lambda: now[0], convert=False, beds=beds),
         PolicyConfig(threshold_start=0.5, threshold_end=0.3, k=1, n=1, cooldown_s=0.0),
         TechnicalConfig(no_data_s=5.0, idle_discharge_s=idle_s),
-        lambda ev, w: (ev.phase, ev.alert_id, w.bed_id, w.seq),
+        lambda bed, events, w: [(ev.phase, ev.alert_id, w.bed_id, w.seq) for ev in events if w is not None],
         lambda: now[0],
     )
 
@@ -161,3 +161,21 @@ async def test_another_patient_in_the_same_call_ends_the_episode_on_the_newest_w
     mi = [(a.patient_id, a.phase, a.window_seq) for a in res.alerts if a.alert_type == "mi"]
     assert mi == [("pat-q", "start", 1), ("pat-q", "end", 2)]
     assert sorted(t for t in res.release if isinstance(t, int)) == list(range(14))
+
+
+def test_every_discharge_but_a_revoke_asks_for_its_end_alerts_even_without_an_mi_episode() -> None:
+    now = [T0]
+    calls: list[tuple[str, int, bool]] = []
+    ss = BedSessions(
+        lambda beds: Windower(CFG, clock=lambda: now[0], convert=False, beds=beds),
+        PolicyConfig(threshold_start=0.5, threshold_end=0.3),
+        TechnicalConfig(idle_discharge_s=60.0),
+        lambda bed, events, w: calls.append((bed, len(events), w is not None)) or [],
+        lambda: now[0],
+    )
+    for bed in ("a", "b", "r"):
+        ss.technical.on_chunk(bed, "p", now[0])
+    ss.discharge("a", REASON_END_OF_STREAM)
+    ss.discharge("b", REASON_PATIENT_CHANGE)
+    ss.discharge("r", REASON_REVOKED)
+    assert calls == [("a", 0, False), ("b", 0, False)]
