@@ -82,6 +82,15 @@ class Settings:
     poor_quality_s: float = 20.0
     idle_discharge_s: float = 300.0
     behind_s: float = 10.0
+    # ST monitoring (issue #19; defaults as engine.st: AHA practice standards, 1 mm for 60 s)
+    st_enabled: bool = True
+    st_threshold_uv: float = 100.0  # st_change starts at this change from baseline in 2 contiguous leads ...
+    st_sustain_s: float = 60.0  # ... held this long
+    st_end_uv: float = 75.0  # ends when no contiguous pair deviates by this ...
+    st_end_s: float = 30.0  # ... for this long (hysteresis)
+    st_escalate_uv: float = 200.0  # level 2 at this change
+    st_learn_s: float = 120.0  # baseline: the first clean minutes after admission
+    st_min_windows: int = 10  # measurable windows a lead needs for its baseline
     # service endpoints (loopback by default)
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 0  # 0 = disabled

@@ -192,6 +192,9 @@ def _not_worth_it(name: str) -> str | None:
     return None
 
 
+COMPARE_PREFIX = "compare:"  # row of --compare: another checkpoint on the baseline backend
+
+
 def run_bench(
     loaded: Any,
     inputs: Any,
@@ -202,8 +205,14 @@ def run_bench(
     seconds: float,
     threads: int | None,
     explicit: bool = False,
+    compare: Any = None,
 ) -> list[BackendResult]:
-    """Create every backend, score it against the baseline, time it; returns baseline first."""
+    """Create every backend, score it against the baseline, time it; returns baseline first.
+
+    ``compare`` (a loaded checkpoint): also time that checkpoint on the baseline backend, in the same
+    interleaved rounds, as the row ``COMPARE_PREFIX + <file name>`` (e.g. the previously shipped model
+    beside a new one); it is never a candidate for 'best'.
+    """
     from trt.backends import create, make_predictor, unavailable_reason
 
     results: list[BackendResult] = []
@@ -214,6 +223,14 @@ def run_bench(
     base_auc = auroc(base_probs, labels) if labels is not None else None
     results.append(BackendResult(BASELINE, auroc=base_auc, auroc_delta=0.0 if base_auc is not None else None, max_prob_diff=0.0,
                                  batch_invariance=batch_invariance(base, inputs)))
+    if compare is not None:
+        other = make_predictor(BASELINE, compare.path, threads=threads)
+        name = COMPARE_PREFIX + Path(compare.path).name
+        probs = all_probs(other, inputs)
+        auc = auroc(probs, labels) if labels is not None else None
+        results.append(BackendResult(name, auroc=auc, auroc_delta=(auc - base_auc) if auc is not None and base_auc is not None else None,
+                                     max_prob_diff=float(np.max(np.abs(probs - base_probs))), batch_invariance=batch_invariance(other, inputs)))
+        predictors[name] = other
     for name in backends:
         reason = unavailable_reason(name) or (None if explicit else _not_worth_it(name))
         if reason:
@@ -286,7 +303,7 @@ def summary(results: Sequence[BackendResult], *, max_auroc_change: float) -> dic
     base = results[0]
     eligible = [
         r for r in results[1:]
-        if not r.skipped and (r.auroc_delta is None or abs(r.auroc_delta) <= max_auroc_change)
+        if not r.skipped and not r.name.startswith(COMPARE_PREFIX) and (r.auroc_delta is None or abs(r.auroc_delta) <= max_auroc_change)
     ]
     best = max([base, *eligible], key=BackendResult.best_windows_per_s)
     stream_ok = [r for r in [base, *eligible] if r.batch_invariant is not False]
@@ -357,6 +374,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, help=(
         "CPU threads for every backend, the torch baseline included (default: torch's default and one ONNX Runtime "
         "thread per core). On a loaded machine fewer threads avoid OpenMP stalls: compare runs with --threads 1"))
+    p.add_argument("--compare", help="another checkpoint (e.g. the previously shipped one) timed on the baseline backend in the same run, "
+                                     "so the two models' windows/s come from one measurement")
     p.add_argument("--max-auroc-change", type=float, default=0.005, help="a backend counts as 'best' only within this AUROC change (default: 0.005)")
     p.add_argument("--out", type=Path, help="also write the JSON summary (with every measurement) to this file")
     p.add_argument("--plot", type=Path, help="also draw windows/s per backend and batch as a PNG bar chart here")
@@ -375,8 +394,13 @@ def bench_main(argv: list[str]) -> int:
     backends = [b.strip() for b in args.backends.split(",")] if args.backends else [*CPU_CANDIDATES, *GPU_CANDIDATES]
     print(f"model: {source} ({cfg.name}); data: {data_source}; cores: {len(os.sched_getaffinity(0))}; "
           f"threads: {args.threads or 'default'}; load: {load_before[0]:.2f}")
+    compare = None
+    if args.compare:
+        from engine.checkpoint import load_checkpoint
+
+        compare = load_checkpoint(args.compare)
     results = run_bench(loaded, inputs, labels, backends=backends, batches=batches, seconds=args.seconds,
-                        threads=args.threads, explicit=bool(args.backends))
+                        threads=args.threads, explicit=bool(args.backends), compare=compare)
     print(format_table(results, batches))
     out = summary(results, max_auroc_change=args.max_auroc_change)
     out.update({

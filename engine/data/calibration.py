@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.config import MirageConfig
+from engine.data.manifest import find_manifest
 from engine.errors import DatasetError
 from engine.pipeline import ModelInputs, model_inputs
 
@@ -33,15 +34,15 @@ def shared_ptbxl() -> Path:
 
 
 def ptbxl_windows(root: Path, cfg: MirageConfig, *, limit: int) -> tuple[np.ndarray, np.ndarray]:
-    """One window of up to ``limit`` labelled PTB-XL records at the model rate, and their MI labels.
+    """One window of up to ``limit`` labelled records (a PTB-XL folder or a manifest) at the model rate, and their MI labels.
 
     Uses the project's readers (``engine.data``): the same labelling and windowing as training.
     """
-    from engine.data.ptbxl import read_ptbxl
+    from engine.data import load_items
     from engine.data.wfdb_io import load_window
 
     windows, labels = [], []
-    for item in read_ptbxl(root):
+    for item in load_items(root):
         try:
             windows.append(load_window(item.path, cfg, item.offset_s))
         except DatasetError as exc:
@@ -64,9 +65,9 @@ def synthetic_windows(cfg: MirageConfig, n: int, *, seed: int = 0) -> np.ndarray
 
 def eval_inputs(cfg: MirageConfig, *, ptbxl: Path | None, limit: int, seed: int = 0) -> tuple[ModelInputs, np.ndarray | None, str]:
     """Model inputs and their MI labels (``None`` for synthetic data), and a line naming the source."""
-    if ptbxl is not None and (ptbxl / "ptbxl_database.csv").is_file():
+    if ptbxl is not None and ((ptbxl / "ptbxl_database.csv").is_file() or find_manifest(ptbxl) is not None):
         windows, labels = ptbxl_windows(ptbxl, cfg, limit=limit)
-        return model_inputs(windows, cfg), labels, f"PTB-XL sample ({len(labels)} records, {int(labels.sum())} MI)"
+        return model_inputs(windows, cfg), labels, f"{ptbxl.name} ({len(labels)} records, {int(labels.sum())} MI)"
     return model_inputs(synthetic_windows(cfg, limit, seed=seed), cfg), None, f"synthetic ({limit} windows; no labels)"
 
 

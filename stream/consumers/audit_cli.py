@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--bed", default=None, help="only this bed")
     q.add_argument("--since", type=parse_time, default=None, metavar="ISO", help="window end at or after this time (UTC if no offset)")
     q.add_argument("--until", type=parse_time, default=None, metavar="ISO", help="window end before this time")
-    q.add_argument("--type", choices=("mi", "technical"), default=None, help="only MI or only technical alerts")
+    q.add_argument("--type", choices=("mi", "st", "technical"), default=None, help="only MI, ST-change or technical alerts")
     q.add_argument("--alert-id", default=None, help="only the events of this alert episode")
     q.add_argument("--limit", type=int, default=None, help="at most N rows")
     q.add_argument("--json", action="store_true", help="one JSON object per line (the full alert and its provenance)")
@@ -123,7 +123,7 @@ def episodes(records: list[AuditRecord]) -> list[Episode]:
     return sorted(out.values(), key=lambda e: (e.bed_id, e.start_ns))
 
 
-_COLORS = {"mi_suspected": "tab:red", "no_data": "tab:gray", "leads_off": "tab:blue", "poor_signal": "tab:cyan",
+_COLORS = {"mi_suspected": "tab:red", "st_change": "tab:orange", "no_data": "tab:gray", "leads_off": "tab:blue", "poor_signal": "tab:cyan",
            "backend_failed": "tab:purple", "falling_behind": "tab:olive"}
 
 

@@ -37,7 +37,7 @@ import json
 import math
 import struct
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -243,7 +243,7 @@ class LabResult:
         return lab_feature(self.loinc).to_canonical(self.value, self.unit)
 
 
-ALERT_TYPES = ("mi", "technical")
+ALERT_TYPES = ("mi", "st", "technical")
 ALERT_PHASES = ("start", "update", "end")
 
 
@@ -251,9 +251,16 @@ ALERT_PHASES = ("start", "update", "end")
 class Alert:
     """An alert event on the alerts topic (JSON). One episode has a stable ``alert_id``.
 
-    ``alert_type`` is ``mi`` (physiological) or ``technical`` (the system cannot evaluate);
-    ``kind`` names the condition (``mi_suspected``, ``no_data``, ``leads_off``, ``backend_failed``,
-    ``falling_behind``). ``level`` is the escalation level (1 = medium, 2 = high).
+    ``alert_type`` is ``mi`` or ``st`` (physiological) or ``technical`` (the system cannot
+    evaluate); ``kind`` names the condition (``mi_suspected``, ``st_change``, ``no_data``,
+    ``leads_off``, ``backend_failed``, ``falling_behind``). ``level`` is the escalation level
+    (1 = medium, 2 = high).
+
+    ``st`` (issue #19, optional, absent in older messages) is the ST vector of the window the
+    decision was made on (:func:`stream.core.st.st_vector`): ``j60_uv`` and ``delta_uv`` (12
+    values each in :data:`engine.config.LEADS` order, null where unmeasurable), ``baseline_uv``,
+    ``hr_bpm``, ``qrs_ms``, ``quality``. For ``st_change`` alerts ``threshold_start`` /
+    ``threshold_end`` are the start and end thresholds in uV and ``top_leads`` the deviating leads.
     """
 
     alert_id: str
@@ -280,6 +287,7 @@ class Alert:
     emitted_ns: int = 0
     event_id: str = ""  # alert_id + phase + window: identical on a replayed duplicate
     schema_version: int = 1
+    st: dict[str, Any] | None = None  # issue #19: ST per lead and change from baseline (see above)
 
     def __post_init__(self) -> None:
         if self.alert_type not in ALERT_TYPES:
@@ -298,9 +306,15 @@ class Alert:
             raise WireError("too_large", f"{len(data)} bytes > limit {max_bytes}")
         try:
             obj = json.loads(bytes(data).decode("utf-8"))
-            return cls(**obj)
+            if not isinstance(obj, dict):
+                raise TypeError(f"top level is {type(obj).__name__}, expected object")
+            # Fields a newer producer added are ignored, so consumers can be upgraded after workers.
+            return cls(**{k: v for k, v in obj.items() if k in _ALERT_FIELDS})
         except (UnicodeDecodeError, json.JSONDecodeError, TypeError) as exc:
             raise WireError("bad_alert", str(exc)[:200]) from None
+
+
+_ALERT_FIELDS = frozenset(f.name for f in fields(Alert))
 
 
 def make_alert_id(alert_type: str, kind: str, bed_id: str, patient_id: str, first_window_end_ns: int) -> str:

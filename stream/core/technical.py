@@ -13,18 +13,28 @@ kind               starts when                                                  
                    (level 2 after ``3 x no_data_s``)                             or discharge
 ``leads_off``      windows not evaluable for ``poor_quality_s`` or longer, the   first evaluable
                    bad leads mostly ``missing:``/``flat:``                       window
+``leads_off``      level 0 (low): one or more leads ``missing:``/``flat:`` for    no lead off
+(per lead)         ``poor_quality_s`` while windows stay evaluable and scored
 ``poor_signal``    same, bad leads mostly ``noisy:``/``saturated:``              first evaluable window
 ``backend_failed`` the inference backend raised (advisory when a fallback        :meth:`on_backend_ok`
                    backend took over)
 ``falling_behind`` worker lag behind real time above ``behind_s``                lag <= half of it
 =================  ============================================================  =====
 
+IEC 60601-2-27 asks for a lead-off indication per electrode: a bed with V3 off is still evaluable
+(and scored), yet the nurse must hear of it. That is the low-priority (level 0, HL7 ``PL``)
+``leads_off`` naming the lead(s) in its advisories and flags; it ends when no lead is off, changes
+(``update``) when the set of leads does, escalates to level 1 in place (same id) when the windows
+stop being evaluable, and drops back to level 0 when they are evaluable again with a lead still off.
+Quality flags of extra signals the windower ignored (``ignored:RESP``) name no bad lead.
+
 ``backend_failed`` and ``falling_behind`` concern every monitored bed (none of them is being
 evaluated on time), so each monitored bed gets its own episode and nurses see it at the bed.
 
 Episodes have deterministic ids, :func:`stream.core.schema.make_alert_id` of ``("technical", kind,
-bed, patient, first_ns)`` where ``first_ns`` is when the condition began (last chunk arrival,
-end of the first bad window, first backend error), so a replay yields the same ids and
+bed, patient, first_ns)`` where ``first_ns`` is when the condition began (the data time of the
+last chunk, end of the first bad window, first backend error), so a replay, or a restarted worker
+re-reading the same chunks, yields the same ids and
 consumers deduplicate on ``Alert.event_id``. Phases: ``start``, ``update`` (level or advisory
 change), ``end``. A technical alert carries ``probability``/thresholds None, the condition's
 period as its window span, and the flags of the last bad window for quality kinds.
@@ -42,6 +52,7 @@ from collections import deque
 from dataclasses import asdict, dataclass, field
 from typing import MutableMapping, Sequence
 
+from engine.signal.leads import IGNORED_PREFIX
 from stream.core.admission import DISCHARGED, REASON_END_OF_STREAM, AdmissionEvent, Admissions, BedAdmission
 from stream.core.schema import Alert, make_alert_id
 from stream.errors import PolicyError, SettingsError
@@ -57,6 +68,7 @@ KIND_FALLING_BEHIND = "falling_behind"
 TECHNICAL_KINDS = (KIND_NO_DATA, KIND_LEADS_OFF, KIND_POOR_SIGNAL, KIND_BACKEND_FAILED, KIND_FALLING_BEHIND)
 QUALITY_KINDS = (KIND_LEADS_OFF, KIND_POOR_SIGNAL)
 LEAD_OFF_PREFIXES = ("missing:", "flat:")
+LEVEL_LOW = 0  # the per-lead leads_off notice: HL7 priority PL
 STATE_VERSION = 1
 MAX_PENDING_DISCHARGES = 4096
 
@@ -105,8 +117,19 @@ class TechnicalConfig:
 
 
 def bad_leads(flags: Sequence[str]) -> set[str]:
-    """Leads named by per-lead flags (``"flat:V3"`` -> ``V3``); window flags such as ``gap`` name none."""
-    return {f.split(":", 1)[1] for f in flags if ":" in f}
+    """Leads named by per-lead flags (``"flat:V3"`` -> ``V3``); window flags such as ``gap`` and
+    ignored extra signals (``ignored:RESP``: no lead of the model) name none."""
+    return {f.split(":", 1)[1] for f in flags if ":" in f and not f.startswith(IGNORED_PREFIX)}
+
+
+def leads_off(flags: Sequence[str]) -> list[str]:
+    """The leads flagged ``missing:``/``flat:`` (an electrode off), sorted: ``["V3"]``."""
+    return sorted({f.split(":", 1)[1] for f in flags if f.startswith(LEAD_OFF_PREFIXES)})
+
+
+def lead_off_advisory(leads: Sequence[str]) -> str:
+    """The advisory of the per-lead ``leads_off`` notice: ``"lead off: V3, V5"``."""
+    return "lead off: " + ", ".join(leads)
 
 
 def evaluable_from_flags(flags: Sequence[str], max_bad_leads: int = 2) -> bool:
@@ -134,6 +157,11 @@ class _Episode:
     events: int = 0  # event counter: window_seq of time-driven events (unique event ids)
 
 
+def _is_notice(ep: _Episode) -> bool:
+    """The low-priority per-lead ``leads_off`` (the bed stays evaluable and scored)."""
+    return ep.kind == KIND_LEADS_OFF and ep.level == LEVEL_LOW
+
+
 @dataclass
 class TechnicalBedState:
     """The technical-alarm state of one monitored bed (held by its :class:`stream.core.session.BedSession`)."""
@@ -142,6 +170,8 @@ class TechnicalBedState:
     bad_since_ns: int | None = None  # end of the first not-evaluable window of the current run
     bad_flags: list[str] = field(default_factory=list)
     episodes: dict[str, _Episode] = field(default_factory=dict)  # kind -> open episode
+    off_since_ns: int | None = None  # end of the first window of the current run with a lead off
+    last_data_ns: int | None = None  # data time (chunk end) of the last chunk: the no_data episode's id
 
 
 @dataclass
@@ -177,8 +207,14 @@ class TechnicalMonitor:
         self.lag_s = 0.0
 
     # -- inputs ---------------------------------------------------------------------------------
-    def on_chunk(self, bed_id: str, patient_id: str, t_ns: int, end_of_stream: bool = False) -> None:
-        """A chunk of the bed arrived at wall-clock ``t_ns`` (end of stream = discharge)."""
+    def on_chunk(self, bed_id: str, patient_id: str, t_ns: int, end_of_stream: bool = False, *,
+                 data_ns: int | None = None) -> None:
+        """A chunk of the bed arrived at wall-clock ``t_ns`` (end of stream = discharge).
+
+        ``data_ns`` is the chunk's own time (its ``end_ns``): a ``no_data`` episode's id derives from
+        it, not from the arrival, so a restarted worker re-reading the same chunks opens the same
+        episode id. None = ``t_ns``.
+        """
         for ev in self.admissions.on_chunk(bed_id, patient_id, t_ns, end_of_stream):
             if ev.change == DISCHARGED:
                 self._discharged(ev)
@@ -186,6 +222,7 @@ class TechnicalMonitor:
                 self._beds[bed_id] = TechnicalBedState(patient_id)
         st = self._beds.get(bed_id)
         if st is not None:
+            st.last_data_ns = int(t_ns if data_ns is None else data_ns)
             ep = st.episodes.pop(KIND_NO_DATA, None)
             if ep is not None:
                 self._queue.append((ep, "end", t_ns, None))
@@ -201,22 +238,62 @@ class TechnicalMonitor:
             log.debug("window of a bed that is not monitored ignored")
             return
         ok = evaluable_from_flags(flags, self.config.max_bad_leads) if evaluable is None else bool(evaluable)
-        open_kind = next((k for k in QUALITY_KINDS if k in st.episodes), None)
+        open_kind = next((k for k in QUALITY_KINDS if k in st.episodes and not _is_notice(st.episodes[k])), None)
         seq = window_seq if window_seq >= 0 else None
+        off = leads_off(flags)
+        if not off:
+            st.off_since_ns = None
+        elif st.off_since_ns is None:
+            st.off_since_ns = window_end_ns
         if ok:
             st.bad_since_ns = None
             st.bad_flags = []
             if open_kind is not None:
-                self._queue.append((st.episodes.pop(open_kind), "end", window_end_ns, seq))
+                ep = st.episodes.pop(open_kind)
+                if open_kind == KIND_LEADS_OFF and off:  # evaluable again, a lead still off: back to the notice
+                    st.episodes[open_kind] = ep
+                    self._notice(ep, flags, window_end_ns, seq)
+                else:
+                    self._queue.append((ep, "end", window_end_ns, seq))
+            self._lead_notice(st, bed_id, flags, window_end_ns, seq)
             return
         if st.bad_since_ns is None:
             st.bad_since_ns = window_end_ns
         st.bad_flags = sorted(flags)
         if open_kind is None and window_end_ns - st.bad_since_ns >= int(self.config.poor_quality_s * 1e9):
             kind = quality_kind(flags)
+            notice = st.episodes.get(kind)
+            if notice is not None:  # the lead-off notice escalates in place (same episode, same id)
+                notice.level, notice.flags = 1, list(st.bad_flags)
+                self._queue.append((notice, "update", window_end_ns, seq))
+                return
             ep = self._open(st, bed_id, kind, st.bad_since_ns)
             ep.flags = list(st.bad_flags)
             self._queue.append((ep, "start", window_end_ns, seq))
+
+    def _lead_notice(self, st: TechnicalBedState, bed_id: str, flags: Sequence[str], window_end_ns: int,
+                     seq: int | None) -> None:
+        """Start, change or end the per-lead ``leads_off`` notice on an evaluable window."""
+        off = leads_off(flags)
+        ep = st.episodes.get(KIND_LEADS_OFF)
+        if not off:
+            if ep is not None:
+                self._queue.append((st.episodes.pop(KIND_LEADS_OFF), "end", window_end_ns, seq))
+            return
+        if ep is None and st.off_since_ns is not None and \
+                window_end_ns - st.off_since_ns >= int(self.config.poor_quality_s * 1e9):
+            ep = self._open(st, bed_id, KIND_LEADS_OFF, st.off_since_ns)
+            self._notice(ep, flags, window_end_ns, seq, phase="start")
+        elif ep is not None and ep.advisories != [lead_off_advisory(off)]:
+            self._notice(ep, flags, window_end_ns, seq)
+
+    def _notice(self, ep: _Episode, flags: Sequence[str], window_end_ns: int, seq: int | None,
+                phase: str = "update") -> None:
+        """Make ``ep`` the low-priority notice naming the leads off in ``flags`` and queue ``phase``."""
+        ep.level = LEVEL_LOW
+        ep.advisories = [lead_off_advisory(leads_off(flags))]
+        ep.flags = sorted(f for f in flags if f.startswith(LEAD_OFF_PREFIXES))
+        self._queue.append((ep, phase, window_end_ns, seq))
 
     def on_backend_error(self, exc: BaseException | None, fallback_used: bool | str = False, *,
                          t_ns: int | None = None) -> None:
@@ -273,6 +350,7 @@ class TechnicalMonitor:
             return None
         return {"version": STATE_VERSION, "patient_id": st.patient_id, "admitted_ns": adm.admitted_ns,
                 "last_chunk_ns": adm.last_chunk_ns, "bad_since_ns": st.bad_since_ns, "bad_flags": list(st.bad_flags),
+                "off_since_ns": st.off_since_ns, "last_data_ns": st.last_data_ns,
                 "episodes": [asdict(ep) for ep in st.episodes.values()]}
 
     def import_bed(self, bed_id: str, data: dict) -> None:
@@ -294,6 +372,9 @@ class TechnicalMonitor:
                 episodes[ep.kind] = ep
             bad_since = data["bad_since_ns"]
             st = TechnicalBedState(patient, None if bad_since is None else int(bad_since), [str(f) for f in data["bad_flags"]], episodes)
+            # Absent in states saved before these fields existed.
+            st.off_since_ns = None if data.get("off_since_ns") is None else int(data["off_since_ns"])
+            st.last_data_ns = None if data.get("last_data_ns") is None else int(data["last_data_ns"])
             adm = BedAdmission(patient, int(data["admitted_ns"]), int(data["last_chunk_ns"]))
         except (KeyError, TypeError, ValueError) as exc:
             raise PolicyError(f"bad saved technical-alarm state for a bed: {exc!r}") from None
@@ -325,11 +406,14 @@ class TechnicalMonitor:
     def evaluable(self, bed_id: str) -> bool:
         """False while the bed has an open technical episode of its own (no data, leads off, poor signal)."""
         st = self._beds.get(bed_id)
-        return st is None or not any(k in st.episodes for k in (KIND_NO_DATA, *QUALITY_KINDS))
+        return st is None or not any(k in st.episodes and not _is_notice(st.episodes[k])
+                                     for k in (KIND_NO_DATA, *QUALITY_KINDS))
 
     # -- internals ------------------------------------------------------------------------------
-    def _open(self, st: TechnicalBedState, bed_id: str, kind: str, first_ns: int) -> _Episode:
-        ep = _Episode(make_alert_id("technical", kind, bed_id, st.patient_id, first_ns), kind, bed_id, st.patient_id, first_ns)
+    def _open(self, st: TechnicalBedState, bed_id: str, kind: str, first_ns: int, *, id_ns: int | None = None) -> _Episode:
+        """Open an episode that began at ``first_ns``; its id derives from ``id_ns`` (default ``first_ns``)."""
+        id_ns = first_ns if id_ns is None else id_ns
+        ep = _Episode(make_alert_id("technical", kind, bed_id, st.patient_id, id_ns), kind, bed_id, st.patient_id, first_ns)
         st.episodes[kind] = ep
         return ep
 
@@ -353,7 +437,8 @@ class TechnicalMonitor:
             level = 2 if silent > self.config.escalate_factor * limit else 1
             if ep is None and silent > limit:
                 # A worker that finds a bed long silent (e.g. after a restart) starts at level 2 at once.
-                ep = self._open(st, bed_id, KIND_NO_DATA, adm.last_chunk_ns)
+                ep = self._open(st, bed_id, KIND_NO_DATA, adm.last_chunk_ns,
+                                id_ns=adm.last_chunk_ns if st.last_data_ns is None else st.last_data_ns)
                 ep.level = level
                 self._queue.append((ep, "start", now_ns, None))
             elif ep is not None and ep.level < level:

@@ -25,7 +25,9 @@ Design choices (see docs/STREAMING.md):
   except an older seq whose samples start after the buffer's end: the source restarted its
   counter (a monitor reboot), which resets the bed (``seq_restart``) instead of silencing it
   until the new counter passes the old one.
-  A change of rate or lead set resets the bed. NaN samples (lead off) flow into the window and
+  A change of rate or lead set resets the bed. Lead names map as in :func:`engine.signal.leads.map_leads`
+  (case-insensitive, aliases); extra signals (respiration, pleth) are ignored, logged once per bed
+  and named on every window as ``ignored:NAME``; a bed with no standard lead at all gets no windows. NaN samples (lead off) flow into the window and
   :func:`engine.pipeline.quality_flags` names them. ``end_of_stream`` discharges the bed.
 * **Bounded memory**: a bed holds at most one window plus one chunk of samples; beds silent for
   ``idle_s`` are evicted by :meth:`Windower.evict_idle`.
@@ -51,7 +53,7 @@ import numpy as np
 from engine.config import MirageConfig
 from engine.errors import SignalError
 from engine.pipeline import quality_flags_batch, to_model_rate_batch
-from engine.signal.leads import to_standard_leads
+from engine.signal.leads import ignored_flags, map_leads, to_standard_leads
 from engine.signal.resample import rate_ratio
 from stream.core.schema import EcgChunk
 from stream.errors import WindowError
@@ -79,6 +81,7 @@ class EcgWindow:
         raw: (L, S) float32 mV at the source rate in ``source_leads`` order while unconverted, else None.
         source_fs: the source rate of ``raw``.
         source_leads: the source lead names of ``raw``.
+        st: the ST vector once measured (:mod:`stream.worker.st_stage`), else None.
     """
 
     bed_id: str
@@ -92,6 +95,7 @@ class EcgWindow:
     raw: np.ndarray | None = None
     source_fs: float = 0.0
     source_leads: tuple[str, ...] = ()
+    st: dict | None = None  # issue #19: the window's ST vector (stream.core.st.st_vector), set by the worker's ST stage
 
 
 def convert_windows(windows: Sequence[EcgWindow], cfg: MirageConfig) -> list[EcgWindow]:
@@ -113,7 +117,7 @@ def convert_windows(windows: Sequence[EcgWindow], cfg: MirageConfig) -> list[Ecg
             groups.setdefault((w.source_fs, w.source_leads, int(w.raw.shape[1])), []).append(w)
     for (fs, leads, _), group in groups.items():
         raw = np.stack([w.raw for w in group])  # type: ignore[misc]  # raw checked above
-        sig = to_model_rate_batch(raw, fs, leads, cfg, allow_missing=True).astype(np.float32, order="C")
+        sig = to_model_rate_batch(raw, fs, leads, cfg, allow_missing=True, ignore_extra=True).astype(np.float32, order="C")
         if sig.shape[2] != cfg.T:
             raise WindowError(f"resampled window has {sig.shape[2]} samples, expected T={cfg.T}")
         for w, x, q in zip(group, sig, quality_flags_batch(sig, cfg.fs)):
@@ -121,6 +125,20 @@ def convert_windows(windows: Sequence[EcgWindow], cfg: MirageConfig) -> list[Ecg
             w.flags = q + w.flags  # quality flags first, then "gap"
             w.raw = None
     return list(windows)
+
+
+def extra_signal_flags(bed_id: str, leads: Sequence[str]) -> tuple[str, ...]:
+    """``ignored:NAME`` flags of a bed's signals that are no standard lead, logged once (per new lead set).
+
+    Raises:
+        SignalError: not one of the signals is a standard lead (nothing to score).
+    """
+    lead_map = map_leads(leads, allow_missing=True)
+    if not lead_map.rows:
+        raise SignalError(f"none of the signals {list(leads)} is one of the 12 standard leads")
+    if lead_map.extra:
+        log.info("bed %s: extra signals %s ignored (not standard ECG leads)", bed_id, list(lead_map.extra))
+    return tuple(ignored_flags(lead_map.extra))
 
 
 @dataclass
@@ -150,6 +168,7 @@ class BedBuffer:
     last_seen_ns: int  # local clock when the last chunk was pushed (idle eviction)
     anchor_ns: int  # time of absolute sample index 0
     mappable: bool = True  # the lead set maps to the 12 standard leads (checked once per bed)
+    ignored: tuple[str, ...] = ()  # ``ignored:NAME`` flags of its extra signals (every window carries them)
 
     @property
     def end_index(self) -> int:
@@ -318,8 +337,9 @@ class Windower:
                    last_arrival_ns=0, last_seen_ns=0, anchor_ns=anchor_ns)
         try:
             # Lead mapping depends on the names only: check it once, not on every window.
-            to_standard_leads(np.zeros((len(bed.leads), 1)), bed.leads, allow_missing=True)
+            to_standard_leads(np.zeros((len(bed.leads), 1)), bed.leads, allow_missing=True, ignore_extra=True)
             rate_ratio(bed.fs, float(self.cfg.fs))
+            bed.ignored = extra_signal_flags(chunk.bed_id, bed.leads)
         except SignalError as exc:
             log.warning("bed %s: its leads or rate cannot be converted for the model, no windows: %s", chunk.bed_id, exc)
             bed.mappable = False
@@ -342,7 +362,7 @@ class Windower:
                 continue
             # A view: the buffer is only ever replaced (concatenate, slice), never written in place.
             raw = bed.buffer[:, lo:lo + win]
-            flags = [GAP_FLAG] if bed.gap_mask[lo:lo + win].any() else []
+            flags = ([GAP_FLAG] if bed.gap_mask[lo:lo + win].any() else []) + list(bed.ignored)
             t0 = bed.anchor_ns + int(round(start * 1e9 / bed.fs))
             t1 = bed.anchor_ns + int(round((start + win) * 1e9 / bed.fs))
             out.append(EcgWindow(bed_id, bed.patient_id, bed.next_window, t0, t1, None, flags, bed.last_arrival_ns,

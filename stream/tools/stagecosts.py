@@ -22,7 +22,9 @@ def stage_costs(batch: int = 16, repeats: int = 5, backend: str = "torch", check
     Stages, at micro-batch ``batch``: ``to_model_rate`` (lead mapping + 500 -> cfg.fs resampling)
     and ``quality_flags`` (both once per batch, on the event loop:
     :func:`stream.core.windower.convert_windows`), ``model_inputs`` (conditioning + rendering) and
-    ``predict`` (the backend), both in the model thread; best of ``repeats`` (process CPU time).
+    ``predict`` (the backend), both in the model thread, and ``st`` (issue #19: ``engine.st.measure_st``
+    on each model-rate window, in the worker's own ST thread, :mod:`stream.worker.st_stage`);
+    best of ``repeats`` (process CPU time). ``total_ms`` includes ``st_ms``.
     ``per_window_convert_ms`` is the same conversion done one window at a time (as before batching).
     """
     from engine.checkpoint import load_checkpoint
@@ -34,6 +36,7 @@ def stage_costs(batch: int = 16, repeats: int = 5, backend: str = "torch", check
         to_model_rate,
         to_model_rate_batch,
     )
+    from stream.worker.st_stage import measure_batch
     from stream.worker.store import empty_labs
     from trt.backends import make_predictor
 
@@ -60,6 +63,7 @@ def stage_costs(batch: int = 16, repeats: int = 5, backend: str = "torch", check
         "quality_flags_ms": best(lambda: quality_flags_batch(wins, cfg.fs)),
         "model_inputs_ms": best(lambda: model_inputs(wins, cfg, lv, lm)),
         "predict_ms": best(lambda: pred.predict(inputs.ecg, inputs.image, inputs.labs, inputs.lab_mask)),
+        "st_ms": best(lambda: measure_batch(list(wins), cfg.fs)),
     }
     out["total_ms"] = sum(out.values())
     out["per_window_convert_ms"] = best(lambda: [quality_flags(to_model_rate(x, pool.fs, LEADS, cfg, allow_missing=True)

@@ -9,7 +9,9 @@
   committed offset never passes a chunk whose windows have not produced their outputs:
   at-least-once (docs/STREAMING.md has the full argument).
 * **labs agent** (``Settings.topic_labs``, key = patient): validates each
-  :class:`stream.core.schema.LabResult` and writes it to the Redis lab cache (newer wins).
+  :class:`stream.core.schema.LabResult` and writes it to the Redis lab cache (newer wins),
+  retrying through a Redis outage with capped backoff, and acks it only once Redis holds it: no
+  lab is lost (:meth:`stream.worker.store.LabCache.write_retrying`).
 
 The model runs in a one-thread executor inside the processor, so the event loop keeps
 heart-beating while a batch is scored. Scale-out = start more workers with the same
@@ -36,7 +38,7 @@ from stream.settings import Settings
 from stream.worker.deadletter import DeadLetter, DeadLetterSink
 from stream.worker.metrics import MetricsServer, StreamMetrics
 from stream.worker.processor import ModelInfo, ProcessResult, StreamProcessor
-from stream.worker.store import LabCache
+from stream.worker.store import PERMANENT_ERRORS, LabCache
 
 log = logging.getLogger(__name__)
 
@@ -305,13 +307,22 @@ class StreamWorker:
                 ev.ack()
                 continue
             try:
-                await self.labcache.write(lab)
-                self.counts["labs"] += 1
-            except Exception as exc:  # Redis down: the lab is lost for the cache, monitoring goes on
-                self.metrics.redis_errors.inc()
-                log.warning("could not write a lab result to Redis: %s", type(exc).__name__)
-            ev.ack()
+                tries = await self.labcache.write_retrying(lab, on_error=self._lab_write_failed)
+            except PERMANENT_ERRORS as exc:  # the lab itself cannot be stored: retrying cannot help
+                await self._dead_letter(ev, "bad_lab", f"{type(exc).__name__}: {str(exc)[:200]}")
+                ev.ack()
+                continue
+            if tries > 1:
+                log.info("lab result stored in Redis after %d tries", tries)
+            self.counts["labs"] += 1
+            ev.ack()  # only now may its offset be committed: Redis holds it
         self.metrics.progress()
+
+    def _lab_write_failed(self, exc: BaseException, tries: int) -> None:
+        self.metrics.redis_errors.inc()
+        if tries == 1 or tries % 20 == 0:  # not a line per try through a long outage
+            log.warning("could not write a lab result to Redis (%s), try %d; retrying, not acknowledged",
+                        type(exc).__name__, tries)
 
     async def _dead_letter(self, ev: Any, reason: str, detail: str) -> None:
         msg = ev.message

@@ -47,6 +47,7 @@ from stream.core.session import REASON_REVOKED, BedSession, BedSessions
 from stream.core.technical import TechnicalConfig
 from stream.core.windower import EcgWindow, Windower, convert_windows
 from stream.settings import Settings
+from stream.worker.st_stage import StStage  # issue #19
 from stream.worker.store import LabCache, PatientLabs, PolicyStateStore, empty_labs
 
 log = logging.getLogger(__name__)
@@ -171,6 +172,8 @@ class StreamProcessor:
         self.policy_store = PolicyStateStore(labcache.client, settings.consumer_group) if labcache is not None else None
         self.windows_scored = 0
         self.chunks_seen = 0
+        # issue #19: ST per window (own thread), per-bed baseline and st_change alerts (stream/worker/st_stage.py)
+        self.st = StStage(settings, self.cfg.fs, info, self.clock, labcache.client if labcache is not None else None)
 
     # -- the steps ------------------------------------------------------------------------------
     async def process(self, items: Sequence[tuple[EcgChunk, Any] | tuple[EcgChunk, Any, int | None]]) -> ProcessResult:
@@ -224,7 +227,7 @@ class StreamProcessor:
         if chunk.end_of_stream:
             session.ending_ns = now  # discharged (technical episodes end at this time) after scoring
         else:
-            self.technical.on_chunk(bed_id, chunk.patient_id, now)
+            self.technical.on_chunk(bed_id, chunk.patient_id, now, data_ns=chunk.end_ns)
         if push.reset or push.discharged:
             # The old buffer is gone: its chunks can never contribute to a window again.
             result.release.extend(t for _, t in session.pending)
@@ -258,11 +261,13 @@ class StreamProcessor:
             return
         for bed_id in fresh:
             self.sessions.open(bed_id)  # looked up once: not again while the session lives
+        await self.st.restore(fresh)  # issue #19
         if self.policy_store is not None:
             self.sessions.restore(await self.policy_store.load(fresh))
 
     async def save_state(self) -> bool:
         """Persist the records of beds that changed (after the alerts are produced)."""
+        await self.st.save()  # issue #19: ST baseline/episode state and the dashboard's ST view
         records = self.sessions.take_records()
         if self.policy_store is None or not records:
             return True
@@ -282,6 +287,7 @@ class StreamProcessor:
                 # On the event loop: in the model thread its many short numpy calls wait on the GIL
                 # behind the Kafka client thread (measured slower).
                 convert_windows(batch, self.cfg)
+                self.st.start(batch)  # issue #19: ST measured in its own thread while the model scores
                 if self.labcache is not None:
                     labs = await self.labcache.read_batch([(w.patient_id, w.end_ns) for w in batch])
                 else:
@@ -321,6 +327,7 @@ class StreamProcessor:
                 self.technical.on_backend_ok(self.clock())
         if self.metrics is not None:
             self.metrics.observe_batch(len(batch), infer_s)
+        result.alerts.extend(await self.st.finish(batch))  # issue #19: w.st set, st_change alerts
         for i, w in enumerate(batch):
             session = self.sessions.open(w.bed_id)
             session.last_window = w
@@ -412,14 +419,15 @@ class StreamProcessor:
             threshold_end=pc.threshold_end, window_start_ns=w.start_ns, window_end_ns=w.end_ns, window_seq=ev.window_seq,
             model_name=self.info.name, model_version=self.info.version, checkpoint_sha=self.info.checkpoint_sha,
             level=ev.level, labs=list(labs.used), labs_available=labs.available, quality_flags=list(w.flags),
-            top_leads=top, advisories=list(labs.advisories), emitted_ns=self.clock(),
+            top_leads=top, advisories=list(labs.advisories), emitted_ns=self.clock(), st=w.st,
         )
 
     def _end_alerts(self, bed_id: str, events: list[PolicyEvent], last: EcgWindow | None) -> list[Alert]:
-        """The alerts of a bed's discharge (:meth:`BedSession.discharge`): its MI ``end``, on the last scored window."""
+        """The alerts of a bed's discharge (:meth:`BedSession.discharge`): its MI ``end``, on the last scored
+        window, and the ``end`` of its open ``st_change`` episode (its ST state is dropped here too, #19)."""
         # Without a window (discharged right after a restart, before any was scored) there is
         # nothing to put on the alert: see the limits in docs/STREAMING.md.
-        return [self._alert(ev, last, None, None, empty_labs()) for ev in events if last is not None]
+        return [self._alert(ev, last, None, None, empty_labs()) for ev in events if last is not None] + self.st.end(bed_id, last)
 
     # -- housekeeping --------------------------------------------------------------------------
     def forget_beds(self, keep: Callable[[str], bool]) -> list[Any]:
@@ -433,9 +441,11 @@ class StreamProcessor:
         for bed_id in self.sessions.bed_ids():
             if not keep(bed_id):
                 dropped.extend(self.sessions.discharge(bed_id, REASON_REVOKED)[1])
+                self.st.forget(bed_id)  # issue #19: nothing ends, the new owner restores it from Redis
         return dropped
 
     def close(self) -> None:
         self.executor.shutdown(wait=True)
         self.snapshot_executor.shutdown(wait=True)
+        self.st.close()  # issue #19
 

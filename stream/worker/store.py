@@ -17,6 +17,13 @@ Writes come from the labs topic (:class:`stream.core.schema.LabResult`). Results
 order (a delayed interface, a replay); a Lua script compares observation times inside Redis so an
 older result never overwrites a newer one, atomically and without a WATCH round trip.
 
+**No lab lost.** The labs agent stores each result with :meth:`LabCache.write_retrying`: a Redis
+error is retried with capped exponential backoff (0.1 s, 0.2 s, ... at most 5 s between tries) for
+as long as it takes, and only then is the event acknowledged, so its offset is committed only once
+Redis holds it (at-least-once; a worker stopped meanwhile re-reads it). Re-writing a result is
+harmless (newer wins, same value). A result that can never be stored (a data error, not an
+outage) is not retried: the caller dead-letters it.
+
 Reads are one round trip for a whole micro-batch (a pipeline of HGETALLs). A result older than
 ``lab_staleness_s`` (by observation time, against the window's end) is not given to the model
 and is reported as an advisory (``stale_lab:89579-7``). When Redis cannot be reached the batch
@@ -26,9 +33,10 @@ a lab outage must never stop ECG monitoring.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
-from typing import Any, Iterable, Mapping
+from typing import Any, Awaitable, Callable, Iterable, Mapping
 
 from engine.labs import lab_feature
 from stream.core.labs import PatientLabs, empty_labs, select_labs
@@ -37,6 +45,15 @@ from stream.core.schema import LabResult
 log = logging.getLogger(__name__)
 
 KEY_PREFIX = "mirage:labs:"
+LAB_RETRY_BASE_S = 0.1
+LAB_RETRY_CAP_S = 5.0
+# Errors of the data, not of Redis: retrying cannot help.
+PERMANENT_ERRORS: tuple[type[BaseException], ...] = (ValueError, TypeError, LookupError)
+
+
+def backoff_s(attempt: int, base_s: float = LAB_RETRY_BASE_S, cap_s: float = LAB_RETRY_CAP_S) -> float:
+    """Wait before try ``attempt + 1`` after ``attempt`` failed ones (1 -> base, doubling, capped)."""
+    return min(cap_s, base_s * 2.0 ** (max(1, attempt) - 1))
 
 # KEYS[1] = hash, ARGV = loinc, payload json, observed_ns, ttl_s. Returns 1 if written, 0 if older.
 _NEWER_WINS = """
@@ -83,6 +100,33 @@ class LabCache:
                               "r": lab.reported_ns, "raw": lab.value, "ru": lab.unit}, separators=(",", ":"))
         written = await self._script(keys=[lab_key(lab.patient_id)], args=[feat.loinc, payload, int(lab.observed_ns), self.ttl_s])
         return bool(int(written))
+
+    async def write_retrying(self, lab: LabResult, *, base_s: float = LAB_RETRY_BASE_S,
+                             cap_s: float = LAB_RETRY_CAP_S,
+                             on_error: Callable[[BaseException, int], Any] | None = None,
+                             sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep) -> int:
+        """:meth:`write` until Redis has taken ``lab``; return the number of tries.
+
+        Every failed try calls ``on_error(exc, tries_so_far)`` and waits :func:`backoff_s`. No
+        limit on the tries: the lab must not be lost, and the caller acknowledges it only after
+        this returns (a stopping worker cancels the wait; the lab is then re-read on restart).
+
+        Raises:
+            ValueError, TypeError, LookupError: the lab itself cannot be stored (not retried).
+        """
+        tries = 0
+        while True:
+            tries += 1
+            try:
+                await self.write(lab)
+                return tries
+            except PERMANENT_ERRORS:
+                raise
+            except Exception as exc:  # connection refused, timeout, Redis loading or out of memory
+                self.errors += 1
+                if on_error is not None:
+                    on_error(exc, tries)
+                await sleep(backoff_s(tries, base_s, cap_s))
 
     async def read_batch(self, requests: Iterable[tuple[str, int]]) -> list[PatientLabs]:
         """Labs for each ``(patient_id, at_ns)`` in one round trip; labs unavailable on a Redis error."""

@@ -5,6 +5,13 @@ event is published on the alerts topic (as the worker does); two separate browse
 the ward token see the bed turn "MI suspected"; acknowledging on the first page turns the bed
 "Acknowledged" on the second (through the acks topic). Then the dashboard is restarted: the
 second page reconnects by itself and catches up. Screenshots go to ``test-artifacts/``.
+
+ST (issue #19): the worker's per-bed ST view (built by the real :class:`stream.core.st.StTracker`)
+is in Redis and the MI alert carries its ST vector; the page shows the current ST of every lead in
+uV and mm, a last-hour trend per lead group with the baseline dashed, the MI card names the leads
+with the largest ST change, and an ``st_change`` alert is listed on its bed. The ST screenshot is
+``test-artifacts/dashboard/4-st.png``; the whole card is ``4-st-card.png`` (copied by hand to
+``docs/figures/dashboard_st.png``).
 """
 
 from __future__ import annotations
@@ -121,6 +128,31 @@ def _publish_alert(bootstrap: str, topic: str, alert) -> None:
     asyncio.run(run())
 
 
+def _st_view(bed: str, patient: str, now_ns: int) -> tuple[dict, dict, list]:
+    """A bed's ST view after 70 min: a settled hour, then inferior ST rising to +250 uV (real StTracker).
+
+    Returns (dashboard view, the last window's ST vector, st_change events)."""
+    from engine.config import LEADS
+    from engine.st import StMeasurement
+    from stream.core.st import StTracker, st_configs
+    from stream.settings import Settings
+
+    tracker = StTracker(*st_configs(Settings()))
+    base = np.array([10.0, 20.0, 10.0, -15.0, 0.0, 30.0, 40.0, 60.0, 50.0, 30.0, 15.0, 5.0])
+    inferior = [LEADS.index(n) for n in ("II", "III", "aVF")]
+    n, hop = 2100, 2  # 70 min of windows
+    events, up = [], None
+    for k in range(n):
+        st = base.copy()
+        rise = max(0.0, min(1.0, (k - 1900) / 60))  # from minute 63: +250 uV over 2 min
+        st[inferior] += 250.0 * rise
+        st[LEADS.index("aVL")] -= 120.0 * rise  # reciprocal depression
+        st += 6.0 * np.sin(k / 40.0)
+        up = tracker.update(bed, patient, k, now_ns - (n - 1 - k) * hop * 10**9, StMeasurement(st, st, 78.0, 92.0, (), 12, 100.0))
+        events += up.events
+    return tracker.view(bed), up.vector, events
+
+
 def test_alert_turns_bed_red_and_ack_shows_on_second_page(services, unique, tmp_path, browsers) -> None:
     from selenium.webdriver.common.by import By
 
@@ -155,18 +187,24 @@ def test_alert_turns_bed_red_and_ack_shows_on_second_page(services, unique, tmp_
         WebDriverWait(page1, 10).until(lambda d: d.execute_script("return document.body.dataset.beeps") == "1")
         # the worker's part: an MI alert start event on the alerts topic + its ECG snapshot in Redis
         now = time.time_ns()
+        st_view, st_vec, st_events = _st_view("ICU-3", "PSEUDO-3", now)
         alert = Alert(alert_id=f"mi-browser-{unique}", alert_type="mi", kind="mi_suspected", phase="start",
                       bed_id="ICU-3", patient_id="PSEUDO-3", probability=0.94, threshold_start=0.5, threshold_end=0.3,
                       window_start_ns=now - 10 * 10**9, window_end_ns=now, window_seq=12, model_name="mirage",
                       model_version="1", checkpoint_sha="abc", level=2,
                       labs=[{"loinc": "89579-7", "name": "hs-troponin I", "value": 310.0, "unit": "ng/L", "age_s": 1200}],
-                      quality_flags=[], top_leads=["V2", "V3", "V4"], emitted_ns=now)
+                      quality_flags=[], top_leads=["V2", "V3", "V4"], emitted_ns=now, st=st_vec)
         t = np.arange(1000) / 100.0
         ecg = np.stack([0.8 * np.sin(2 * np.pi * 1.2 * t + k) for k in range(12)])
         import redis
 
         r = redis.Redis.from_url(services.redis_url)
         r.set(f"mirage:snapshot:{alert.alert_id}", render_paper_png(ecg, 100.0), ex=600)
+        import json
+
+        from stream.core.st import ST_VIEW_KEY, st_change_alert
+
+        r.set(ST_VIEW_KEY.format(bed_id="ICU-3"), json.dumps(st_view), ex=600)
         r.close()
         _publish_alert(services.bootstrap, alerts_topic, alert)
         tech = Alert(alert_id=f"technical-browser-{unique}", alert_type="technical", kind="leads_off", phase="start",
@@ -174,6 +212,13 @@ def test_alert_turns_bed_red_and_ack_shows_on_second_page(services, unique, tmp_
                      window_start_ns=now - 10 * 10**9, window_end_ns=now, window_seq=3, model_name="mirage",
                      model_version="1", checkpoint_sha="abc", level=1, quality_flags=["missing:V3"], emitted_ns=now)
         _publish_alert(services.bootstrap, alerts_topic, tech)
+        from stream.core.st import st_configs
+        from stream.settings import Settings
+
+        start = [e for e in st_events if e.phase == "start"][0]
+        _publish_alert(services.bootstrap, alerts_topic, st_change_alert(
+            start, bed_id="ICU-3", patient_id="PSEUDO-3", window_start_ns=start.window_end_ns - 10 * 10**9, vector=st_vec,
+            config=st_configs(Settings())[0], model_name="mirage", model_version="1", checkpoint_sha="abc", emitted_ns=now))
 
         card1 = _wait_state(page1, "ICU-3", "mi_suspected")
         card2 = _wait_state(page2, "ICU-3", "mi_suspected")
@@ -200,6 +245,26 @@ def test_alert_turns_bed_red_and_ack_shows_on_second_page(services, unique, tmp_
             assert time.monotonic() < deadline, "ECG snapshot did not load"
             time.sleep(0.2)
         page1.save_screenshot(str(ARTIFACTS / "1-mi-suspected-page1.png"))
+        # ST (issue #19): per lead in uV and mm, a last-hour trend per lead group with the baseline, largest changes named
+        WebDriverWait(page1, 30, poll_frequency=0.2).until(
+            lambda d: card1.find_elements(By.CSS_SELECTOR, '.st-lead[data-lead="III"]'))
+        cell = card1.find_element(By.CSS_SELECTOR, '.st-lead[data-lead="III"]').text
+        assert "µV" in cell and "mm" in cell and "Δ+" in cell, cell
+        assert len(card1.find_elements(By.CSS_SELECTOR, ".st-lead")) == 12
+        for group, leads in (("inferior", 3), ("lateral", 4), ("anterior", 4)):
+            svg = card1.find_element(By.CSS_SELECTOR, f'svg.st-trend[data-group="{group}"]')
+            assert len(svg.find_elements(By.CSS_SELECTOR, "polyline")) == leads
+            assert len(svg.find_elements(By.CSS_SELECTOR, "line.baseline")) == leads
+        pts = card1.find_element(By.CSS_SELECTOR, 'svg.st-trend[data-group="inferior"] polyline').get_attribute("points")
+        assert len(pts.split()) >= 100  # about an hour of 30 s buckets
+        assert card1.find_element(By.CSS_SELECTOR, ".st-leads").text.split(",")[0].strip().startswith(("III", "II", "aVF"))
+        stc = WebDriverWait(page1, 30, poll_frequency=0.2).until(lambda d: card1.find_elements(By.CSS_SELECTOR, ".stc-item"))
+        assert "ST change in II, III, aVF" in stc[0].text
+        page1.execute_script("arguments[0].scrollIntoView()", card1.find_element(By.CSS_SELECTOR, ".st-box"))
+        page1.save_screenshot(str(ARTIFACTS / "4-st.png"))
+        page1.set_window_size(1400, 2600)  # the whole card in one picture
+        card1.screenshot(str(ARTIFACTS / "4-st-card.png"))
+        page1.set_window_size(1400, 1000)
         page2.save_screenshot(str(ARTIFACTS / "1-mi-suspected-page2.png"))
 
         page1.find_element(By.ID, "by").send_keys("RN Ada")

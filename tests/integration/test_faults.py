@@ -361,7 +361,7 @@ async def test_redis_outage_scores_without_labs_and_says_so_then_uses_labs_again
     assert metric(after, "mirage_windows_total") == 9
     report("redis_outage", outage_alert_after_s=round(outage_alert_s, 1), lab_written_after_return_s=round(back_s, 1),
            hung_alert_after_s=round(hung_alert_s, 1), redis_errors=metric(after, "mirage_redis_errors_total"),
-           p99_latency_ms=st.get("p99_latency_ms"), lost_lab_during_outage=True)
+           p99_latency_ms=st.get("p99_latency_ms"))
 
 
 async def wait_for_async(cond: Callable[[], Any], timeout_s: float, what: str) -> float:

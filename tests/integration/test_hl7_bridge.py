@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import hl7
+import numpy as np
 import pytest
 from aiokafka import AIOKafkaProducer
 
@@ -247,3 +248,37 @@ async def test_mllp_over_tls_verifies_the_receiver(tmp_path: Path) -> None:
         assert len(rx.received) == 1
     finally:
         await rx.stop()
+
+
+async def test_bridge_forwards_st_change_alerts(settings: Settings, unique: str, tmp_path: Path) -> None:
+    """Issue #19: an st_change episode (start, end) reaches the alarm manager as physiological ORU^R40s."""
+    from engine.st import StChangeConfig, StChangeEvent
+    from stream.core.schema import make_alert_id
+    from stream.core.st import st_change_alert
+
+    await create_topics_async(settings.bootstrap_servers, {settings.topic_alerts: 1})
+    t = 1_795_000_000 * S
+    aid = make_alert_id("st", "st_change", "B7", "P-B7", t)
+    d = [0.0, 150.0, 170.0, 0.0, 0.0, 160.0] + [0.0] * 6
+    alerts = [st_change_alert(StChangeEvent(phase, aid, 1, leads, np.array(d), peak, seq, t + seq * S),
+                              bed_id="B7", patient_id="P-B7", window_start_ns=t + (seq - 10) * S,
+                              vector={"j60_uv": d, "delta_uv": d}, config=StChangeConfig(), model_name="mirage",
+                              model_version="1", checkpoint_sha="abc", emitted_ns=t + seq * S)
+              for phase, leads, peak, seq in (("start", ("II", "III", "aVF"), 170.0, 30), ("end", (), 0.0, 60))]
+    rx = await MllpReceiver().start()
+    bridge = Hl7Bridge(settings, MllpClient("127.0.0.1", rx.port, ack_timeout_s=5), Outbox(tmp_path / "o.sqlite"),
+                       group=f"hl7-{unique}", backoff_base_s=0.05, backoff_cap_s=0.5)
+    await bridge.start()
+    try:
+        await _publish(settings, alerts)
+        await _until(lambda: len(rx.accepted) == 2, 60, "2 accepted messages")
+    finally:
+        await bridge.stop()
+        await rx.stop()
+    msgs = [hl7.parse(m) for m in rx.accepted]
+    assert [str(m.segment("MSH")[10]) for m in msgs] == [a.event_id for a in alerts]
+    obx = [{str(s[4]): s for s in m.segments("OBX")} for m in msgs]
+    assert str(obx[0]["1.0.0.0.1"][3]).startswith("ST_CHANGE^") and str(obx[0]["1.0.0.0.7"][5]) == "SP"
+    assert str(obx[0]["1.0.0.0.2"][5]) == "170.0" and str(obx[0]["1.0.0.0.8"][5]) == "II~III~aVF"
+    assert [str(o["1.0.0.0.3"][5]) for o in obx] == ["start", "end"]
+    assert str(msgs[0].segment("OBR")[2]) == str(msgs[1].segment("OBR")[2]) == f"{aid}^MIRAGE"

@@ -116,3 +116,13 @@ def test_bench_broker_rejects_bad_values_naming_them(args: tuple[str, ...], name
 def test_bench_lists_the_broker_bench() -> None:
     ok = _bench("--help")
     assert ok.returncode == 0 and "broker" in ok.stdout
+
+
+def test_stage_costs_include_the_st_stage() -> None:
+    """Issue #19: the ST measurement is a stage of its own (CPU ms per window) and counts in the total."""
+    from stream.tools.stagecosts import stage_costs
+
+    out = stage_costs(batch=2, repeats=1, backend="torch")
+    assert out["st_ms"] > 0
+    parts = ("to_model_rate_ms", "quality_flags_ms", "model_inputs_ms", "predict_ms", "st_ms")
+    assert out["total_ms"] == pytest.approx(sum(out[k] for k in parts), abs=0.05)

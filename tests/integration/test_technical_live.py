@@ -114,12 +114,12 @@ class Gateway:
         await self.prod.stop()
 
     async def send(self, bed: str, signal: np.ndarray, *, pace_s: float = 0.0, patient: str = "",
-                   age_s: float = 0.0) -> None:
+                   age_s: float = 0.0, leads: tuple[str, ...] = LEADS8) -> None:
         """Send ``signal`` (8, k*N) as k chunks of the bed, ``pace_s`` apart (wall clock);
         ``age_s`` > 0 stamps them that old (a gateway's backlog: the worker is behind real time)."""
         for i in range(signal.shape[1] // N):
             seq = self.seq.get(bed, 0)
-            chunk = EcgChunk(bed, patient or f"pat-{bed}", seq, self.t0 + seq * S, FS, LEADS8, signal[:, i * N:(i + 1) * N])
+            chunk = EcgChunk(bed, patient or f"pat-{bed}", seq, self.t0 + seq * S, FS, leads, signal[:, i * N:(i + 1) * N])
             stamp = int(time.time() * 1000 - age_s * 1000) if age_s else None
             await self.prod.send_and_wait(self.settings.topic_chunks, encode_chunk(chunk), key=bed.encode(),
                                           timestamp_ms=stamp)
@@ -383,6 +383,67 @@ async def test_flat_leads_raise_leads_off_and_stale_labs_are_an_advisory(live, u
         assert_consumers_show_technical(al, "bed-f", [], "quiet")
         assert_consumers_show_technical([a for a in al if a.phase == "start"], "bed-e", ["leads_off"], "quiet")
         assert_consumers_show_technical(al, "bed-hot", [], "mi_suspected")
+
+
+async def test_one_lead_off_is_a_low_priority_leads_off_while_the_bed_is_scored(live, unique, tmp_path: Path) -> None:
+    """Issue 18: a bed whose monitor also sends respiration (an extra signal, lower-case lead names)
+    with V3 off (missing) for 36 s: windows are cut and scored (MI alert, flags ``missing:V3`` and
+    ``ignored:RESP``), and a level-0 ``leads_off`` names V3 after ``poor_quality_s``, ending when V3
+    is back. Before, the extra name made the bed unmappable (no windows) and one lead off raised nothing."""
+    from stream.consumers.hl7.pcd04 import build_oru_r40
+
+    s = await live(poor_quality_s=2.0, no_data_s=60.0)
+    leads = ("i", "ii", "v1", "v2", "v3", "v4", "v5", "v6", "RESP")
+    loud = ecg(48, 0.7, 7)  # loud enough for "MI", not so loud that chest leads read noisy
+    loud[LEADS8.index("V3"), :36 * FS] = np.nan  # V3 off for the first 36 s
+    sig = np.concatenate([loud, np.random.default_rng(0).normal(0, 1, (1, loud.shape[1])).astype(np.float32)])
+    async with running(s, tmp_path, unique, "amplitude") as (worker, tap), Gateway(s) as gw:
+        await gw.send("bed-v3", sig[:, :36 * FS], leads=leads)
+        await tap.wait_for("leads_off start and MI on bed-v3", lambda al: first(
+            al, bed_id="bed-v3", kind="leads_off", phase="start") and first(
+            al, bed_id="bed-v3", alert_type="mi", phase="start"), 60, worker)
+        await gw.send("bed-v3", sig[:, 36 * FS:], leads=leads)
+        await tap.wait_for("leads_off end on bed-v3", lambda al: first(
+            al, bed_id="bed-v3", kind="leads_off", phase="end"), 60, worker)
+        al = tap.alerts
+        start = first(al, bed_id="bed-v3", kind="leads_off", phase="start")
+        end = first(al, bed_id="bed-v3", kind="leads_off", phase="end")
+        mi = first(al, bed_id="bed-v3", alert_type="mi", phase="start")
+        assert start.level == 0 and start.advisories == ["lead off: V3"] and start.quality_flags == ["missing:V3"]
+        assert end.alert_id == start.alert_id and technical(al, "bed-v3") == [("leads_off", "start", 0), ("leads_off", "end", 0)]
+        assert end.window_end_ns >= gw.t0 + 36 * S  # ends on the first window after V3 came back
+        assert {"missing:V3", "ignored:RESP"} <= set(mi.quality_flags) and mi.probability > 0.5
+        assert mi.window_end_ns <= gw.t0 + 36 * S  # scored while V3 was off
+        obx1 = [f for f in build_oru_r40(start, start.event_id, now_ns=time.time_ns()).split("\r") if f.startswith("OBX|1|")]
+        assert obx1[0].split("|")[8] == "PL~ST"  # low priority, technical
+
+
+async def test_no_data_episode_id_is_the_same_after_a_worker_restart(live, unique, tmp_path: Path) -> None:
+    """Issue 18: a worker stops after scoring a bed's chunks; its successor (same group) re-reads the
+    uncommitted tail at other arrival times and raises ``no_data``: its id derives from the last
+    chunk's data time, so it is the id the first worker would have raised."""
+    from stream.core.schema import make_alert_id
+    from stream.tools.demo import WorkerProcess
+
+    s = await live(no_data_s=4.0)
+    first_worker = WorkerProcess(s, tmp_path / "w1", predictor="test_technical_live:amplitude", env=ENV)
+    tap = await AlertTap(s).start()
+    try:
+        await first_worker.wait_ready(120)
+        async with Gateway(s) as gw:
+            await gw.send("bed-nd", ecg(13, 0.05, 9))
+            await wait_chunks(first_worker, 13)
+        await asyncio.to_thread(first_worker.stop)  # before no_data_s of silence has passed
+        assert not [a for a in tap.alerts if a.kind == "no_data"]
+        second = WorkerProcess(s, tmp_path / "w2", predictor="test_technical_live:amplitude", env=ENV)
+        try:
+            await second.wait_ready(120)
+            got = await tap.wait_for("no_data on bed-nd", lambda al: first(al, bed_id="bed-nd", kind="no_data"), 60, second)
+        finally:
+            await asyncio.to_thread(second.stop)
+    finally:
+        await tap.stop()
+    assert got.alert_id == make_alert_id("technical", "no_data", "bed-nd", "pat-bed-nd", gw.t0 + 13 * S)
 
 
 async def test_a_worker_behind_real_time_says_so_on_every_bed(live, unique, tmp_path: Path) -> None:

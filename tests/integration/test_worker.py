@@ -131,6 +131,7 @@ async def test_worker_end_to_end(stream_settings: Settings, tmp_path: Path) -> N
         hi, withlab = starts["bed-hi"], starts["bed-lab"]
         assert hi.model_name == "amplitude-test" and hi.checkpoint_sha == "test-sha" and hi.labs == []
         assert hi.labs_available and len(hi.top_leads) == 3
+        assert hi.st is not None and len(hi.st["j60_uv"]) == 12  # issue #19: the window's ST travels with the alert
         assert [x["loinc"] for x in withlab.labs] == [TNI] and withlab.labs[0]["value"] == 850.0
         assert 590 <= withlab.labs[0]["age_s"] <= 700
         # the snapshot of the triggering window is in Redis when the renderer is available

@@ -13,6 +13,9 @@ Routes (all but ``/login`` need the token, see :mod:`stream.consumers.dashboard.
   cookie is ``SameSite=Strict`` as well).
 * ``GET /api/snapshot/{alert_id}.png`` the ECG paper image of the window that triggered the
   alert, read from Redis ``mirage:snapshot:{alert_id}`` (written by the stream worker).
+* ``GET /api/st/{bed_id}`` the bed's current ST per lead, its reference and last-hour trend
+  (issue #19), read from Redis ``mirage:st:{bed_id}`` (written by the stream worker); 404 when
+  the bed has no ST yet.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from aiohttp import web
 from stream.consumers.dashboard.auth import COOKIE, auth_middleware, login_handlers
 from stream.consumers.dashboard.consumer import DashboardFeed
 from stream.consumers.dashboard.state import WardState
+from stream.core.st import ST_VIEW_KEY
 from stream.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -157,19 +161,27 @@ async def api_ack(request: web.Request) -> web.StreamResponse:
     return web.json_response({"ack": ack.to_dict()})
 
 
-async def api_snapshot(request: web.Request) -> web.StreamResponse:
-    alert_id = request.match_info["alert_id"]
-    if not _ALERT_ID.match(alert_id):
+async def _redis_blob(request: web.Request, param: str, key: str, what: str, content_type: str) -> web.StreamResponse:
+    """Serve one Redis value named by a URL parameter (404 for a bad name or no value, 503 if Redis is down)."""
+    name = request.match_info[param]
+    if not _ALERT_ID.match(name):
         raise web.HTTPNotFound()
-    redis = request.app[REDIS_KEY]
     try:
-        png = await redis.get(SNAPSHOT_KEY.format(alert_id=alert_id))  # type: ignore[attr-defined]
+        data = await request.app[REDIS_KEY].get(key.format(**{param: name}))  # type: ignore[attr-defined]
     except Exception as exc:
-        log.warning("snapshot lookup failed: %s", type(exc).__name__)
-        return web.json_response({"error": "snapshot store unavailable"}, status=503)
-    if not png:
-        return web.json_response({"error": "no snapshot for this alert"}, status=404)
-    return web.Response(body=png, content_type="image/png")
+        log.warning("%s lookup failed: %s", what, type(exc).__name__)
+        return web.json_response({"error": f"{what} store unavailable"}, status=503)
+    if not data:
+        return web.json_response({"error": f"no {what} for this {param.split('_')[0]}"}, status=404)
+    return web.Response(body=data, content_type=content_type)
+
+
+async def api_snapshot(request: web.Request) -> web.StreamResponse:
+    return await _redis_blob(request, "alert_id", SNAPSHOT_KEY, "snapshot", "image/png")
+
+
+async def api_st(request: web.Request) -> web.StreamResponse:
+    return await _redis_blob(request, "bed_id", ST_VIEW_KEY, "ST", "application/json")
 
 
 async def logout(request: web.Request) -> web.StreamResponse:
@@ -235,4 +247,5 @@ def create_app(settings: Settings, token: str, *, group: str | None = None, redi
     app.router.add_get("/api/events", api_events)
     app.router.add_post("/api/ack", api_ack)
     app.router.add_get("/api/snapshot/{alert_id}.png", api_snapshot)
+    app.router.add_get("/api/st/{bed_id}", api_st)
     return app

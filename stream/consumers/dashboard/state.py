@@ -13,7 +13,10 @@ that alarm conditions be told apart by more than colour):
 
 Technical alerts (``alert_type == "technical"``: leads off, no data, backend failed, ...) are
 kept apart from MI episodes: they never change the MI state, and the page lists them in their
-own box. Alerts are deduplicated by ``event_id`` (a replayed duplicate carries the same id) and
+own box. ST-change alerts (``alert_type == "st"``, issue #19) are physiological but are not MI:
+they are listed in a box of their own and make the bed need attention until acknowledged. An
+alert's ST vector (``Alert.st``) is kept on its episode; the view names the leads with the
+largest ST change from the bed's baseline (``st_leads``). Alerts are deduplicated by ``event_id`` (a replayed duplicate carries the same id) and
 acknowledgements by ``ack_id``; an acknowledgement that arrives before its alert (the acks and
 alerts topics are not ordered with each other) is held and applied when the alert shows up.
 """
@@ -25,6 +28,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping
 
 from stream.core.schema import Alert
+from stream.core.st import largest_change
 from stream.errors import WireError
 
 QUIET = "quiet"
@@ -88,6 +92,7 @@ class Episode:
     acked_ns: int | None = None
     acked_by: str = ""
     acked_level: int = 0
+    st: dict[str, Any] | None = None  # issue #19: ST per lead and change from baseline at the last event
 
     @property
     def open(self) -> bool:
@@ -101,6 +106,7 @@ class Episode:
     def view(self) -> dict[str, Any]:
         d = asdict(self)
         d["acknowledged"] = self.acknowledged
+        d["st_leads"] = largest_change(self.st)
         return d
 
 
@@ -161,6 +167,8 @@ class WardState:
             ep.quality_flags = list(alert.quality_flags)
         if alert.top_leads:
             ep.top_leads = list(alert.top_leads)
+        if alert.st:
+            ep.st = dict(alert.st)
         ep.advisories = list(alert.advisories)
         if alert.phase == "end":
             ep.ended_ns = t
@@ -207,6 +215,7 @@ class WardState:
             else:
                 state = QUIET
         technical = sorted((e for e in eps if e.alert_type == "technical" and e.open), key=lambda e: e.started_ns)
+        st_open = sorted((e for e in eps if e.alert_type == "st" and e.open), key=lambda e: e.started_ns)
         patient = current.patient_id if current else (eps[-1].patient_id if eps else "")
         return {
             "bed_id": bed_id,
@@ -214,7 +223,8 @@ class WardState:
             "state": state,
             "mi": current.view() if current else None,
             "technical": [e.view() for e in technical],
-            "needs_attention": state == MI_SUSPECTED or any(not e.acknowledged for e in technical),
+            "st_change": [e.view() for e in st_open],
+            "needs_attention": state == MI_SUSPECTED or any(not e.acknowledged for e in technical + st_open),
         }
 
     def beds(self) -> list[str]:

@@ -6,16 +6,19 @@ OBR-4 is ``196616^MDC_EVT_ALARM^MDC``, and the facets of that alarm as ``OBX`` s
 apart by OBX-4 (dotted sub-id ``<mds>.<vmd>.<channel>.<metric>.<facet>``)::
 
     MSH  ... ORU^R40^ORU_R40 ... 2.6 ... AL^NE ... MSH-21 IHE_PCD_ACM_001
-    PID  patient (pseudonymous id from the alert)
+    PID  patient: PID-3 pseudonymous id from the alert, PID-5 a pseudonym name (name type S)
     PV1  inpatient, assigned location = the bed
     OBR  placer/filler = alert id, OBR-4 MDC_EVT_ALARM, OBR-7 alert start time
     OBX 1.0.0.0.1  alarm identity (CWE), OBX-5 alarm text, OBX-8 = priority ~ source type
-    OBX 1.0.0.0.2  alarm source: MI probability (NM, unit 1) or the technical condition
+    OBX 1.0.0.0.2  alarm source: MI probability (NM, unit 1), the largest ST change of an
+                   ``st_change`` alarm (NM, uV) or the technical condition
     OBX 1.0.0.0.3  68481^MDC_ATTR_EVENT_PHASE  start | update | end
     OBX 1.0.0.0.4  68482^MDC_ATTR_ALARM_STATE  active | inactive
     OBX 1.0.0.0.5  68483^MDC_ATTR_ALARM_INACTIVATION_STATE  enabled
     OBX 1.0.0.0.6  68484^MDC_ATTR_ALARM_PRIORITY  PH | PM | PL
     OBX 1.0.0.0.7  68485^MDC_ATTR_ALERT_TYPE  SP (physiological) | ST (technical)
+    OBX 1.0.0.0.8  st_change only: the deviating leads, ``~``-repeated (ST), and per lead
+    OBX 1.0.1.n.1  its ST change from the patient's baseline (NM, uV), OBX-3 ``ST_DELTA_<lead>``
 
 OBX-8 (abnormal flags, PCD TF-2 table "Abnormal Flags, Alert Priority / Alert Source") carries
 the priority (PH high / PM medium / PL low) and the source type (SP physiological / ST
@@ -23,15 +26,22 @@ technical) repeated with ``~``. MIRAGE level 2 -> PH, level 1 -> PM. MI suspicio
 MDC event code, so its identity is a local code (coding system ``99MIRAGE``, the HL7 convention
 for site-local tables); technical conditions map to local codes the same way.
 
+PID-5 (patient name) is required in v2.6. MIRAGE only ever knows a pseudonymous patient id, so it
+sends a pseudonym, as HL7 table 0200 provides: family name ``MIRAGE-`` + the first 12 hex digits of
+the SHA-256 of the patient id, name type code ``S`` (pseudonym), e.g. ``MIRAGE-3F1A9C0D2B7E^^^^^^S``.
+It is stable per patient and reveals nothing the id does not.
+
 ACK^R41 (PCD TF-2 "ORA^R41") is parsed by :func:`parse_ack`: MSA-1 ``AA``/``CA`` = accepted.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import re
 from dataclasses import dataclass
 
+from engine.config import LEADS
 from stream.core.schema import Alert
 from stream.errors import WireError
 
@@ -41,7 +51,7 @@ MSH21_ACM = "IHE_PCD_ACM_001^IHE PCD^1.3.6.1.4.1.19376.1.6.4.4.4^ISO"
 OBR4_ALARM = "196616^MDC_EVT_ALARM^MDC"
 LOCAL_CS = "99MIRAGE"
 PRIORITY = {2: "PH", 1: "PM", 0: "PL"}
-SOURCE_TYPE = {"mi": "SP", "technical": "ST"}
+SOURCE_TYPE = {"mi": "SP", "st": "SP", "technical": "ST"}
 PHASE_STATE = {"start": "active", "update": "active", "end": "inactive"}
 ACCEPTED_ACKS = ("AA", "CA")
 
@@ -52,6 +62,9 @@ FACET_PRIORITY = "68484^MDC_ATTR_ALARM_PRIORITY^MDC"
 FACET_ALERT_TYPE = "68485^MDC_ATTR_ALERT_TYPE^MDC"
 MI_PROBABILITY = "MI_PROB^MI probability (MIRAGE)^" + LOCAL_CS
 UNIT_ONE = "262656^MDC_DIM_DIMLESS^MDC"
+UNIT_UV = "4275^MDC_DIM_MICRO_VOLT^MDC"
+ST_MAX_CHANGE = "ST_MAX_DELTA^Largest ST change from baseline (MIRAGE)^" + LOCAL_CS
+ST_LEADS = "ST_LEADS^Leads with ST change (MIRAGE)^" + LOCAL_CS
 
 
 @dataclass(frozen=True)
@@ -81,6 +94,12 @@ def hl7_ts(ns: int) -> str:
     return t.strftime("%Y%m%d%H%M%S") + f".{t.microsecond // 1000:03d}+0000"
 
 
+def pseudonym_name(patient_id: str) -> str:
+    """PID-5 (XPN) of a pseudonymised patient: ``MIRAGE-<12 hex of SHA-256(id)>^^^^^^S`` (table 0200 S)."""
+    token = hashlib.sha256(str(patient_id).encode("utf-8")).hexdigest()[:12].upper()
+    return f"MIRAGE-{token}^^^^^^S"
+
+
 def priority_of(alert: Alert) -> str:
     return PRIORITY.get(int(alert.level), "PH" if alert.level > 2 else "PL")
 
@@ -89,6 +108,9 @@ def alarm_identity(alert: Alert) -> tuple[str, str]:
     """(OBX-3 CWE, OBX-5 alarm text) of the alert."""
     if alert.alert_type == "mi":
         return f"MI_SUSPECTED^Myocardial infarction suspected^{LOCAL_CS}", "MI suspected (MIRAGE decision support)"
+    if alert.alert_type == "st":
+        leads = ", ".join(alert.top_leads)
+        return f"ST_CHANGE^ST segment change from baseline^{LOCAL_CS}", "ST change from baseline" + (f" in {leads}" if leads else "")
     code = re.sub(r"[^A-Za-z0-9_]", "_", alert.kind).upper() or "TECHNICAL"
     text = alert.kind.replace("_", " ")
     return f"{code}^{escape(text)}^{LOCAL_CS}", f"Technical alert: {text}"
@@ -120,19 +142,31 @@ def build_oru_r40(alert: Alert, control_id: str, *, now_ns: int, endpoint: Endpo
         "|".join(["MSH", ENCODING_CHARS, endpoint.sending_app, endpoint.sending_facility, endpoint.receiving_app,
                   endpoint.receiving_facility, hl7_ts(now_ns), "", "ORU^R40^ORU_R40", escape(control_id),
                   processing_id, "2.6", "", "", "AL", "NE", "", "UNICODE UTF-8", "", "", MSH21_ACM]),
-        f"PID|||{escape(alert.patient_id)}^^^MIRAGE^PI||",
+        f"PID|||{escape(alert.patient_id)}^^^MIRAGE^PI||{pseudonym_name(alert.patient_id)}",
         f"PV1||I|^^{bed}",
         "|".join(["OBR", "1", f"{alert_id}^MIRAGE", f"{alert_id}^MIRAGE", OBR4_ALARM, "", "", start_ts]),
     ]
 
-    def obx(i: int, vtype: str, ident_: str, facet: int, value: str, units: str = "", flags: str = "") -> str:
-        # OBX-11 "F" (final), OBX-14 event time, OBX-18 equipment = the source bed.
-        return "|".join(["OBX", str(i), vtype, ident_, f"1.0.0.0.{facet}", value, units, "", flags, "", "", "F",
+    def obx(i: int, vtype: str, ident_: str, facet: int | str, value: str, units: str = "", flags: str = "") -> str:
+        # OBX-11 "F" (final), OBX-14 event time, OBX-18 equipment = the source bed; a str facet is a whole sub-id.
+        sub_id = f"1.0.0.0.{facet}" if isinstance(facet, int) else facet
+        return "|".join(["OBX", str(i), vtype, ident_, sub_id, value, units, "", flags, "", "", "F",
                          "", "", event_ts, "", "", "", f"{bed}^MIRAGE"])
 
+    st_segs: list[str] = []
     if alert.alert_type == "mi":
         prob = "" if alert.probability is None else f"{float(alert.probability):.4f}"
         source = obx(2, "NM", MI_PROBABILITY, 2, prob, UNIT_ONE)
+    elif alert.alert_type == "st":
+        st = alert.st or {}
+        peak = st.get("max_delta_uv")
+        source = obx(2, "NM", ST_MAX_CHANGE, 2, "" if peak is None else f"{float(peak):.1f}", UNIT_UV)
+        st_segs.append(obx(8, "ST", ST_LEADS, 8, "~".join(escape(lead) for lead in alert.top_leads[:12])))
+        delta = st.get("delta_uv") or []
+        for k, (lead, d) in enumerate(zip(LEADS, delta), start=1):
+            if isinstance(d, (int, float)):
+                st_segs.append(obx(8 + len(st_segs), "NM", f"ST_DELTA_{lead}^ST change {lead}^{LOCAL_CS}", f"1.0.1.{k}.1", f"{float(d):.1f}",
+                                   UNIT_UV))
     else:
         flags = "~".join(escape(f) for f in alert.quality_flags[:20])
         source = obx(2, "ST", f"QUALITY^Signal quality flags^{LOCAL_CS}", 2, flags)
@@ -144,6 +178,7 @@ def build_oru_r40(alert: Alert, control_id: str, *, now_ns: int, endpoint: Endpo
         obx(5, "ST", FACET_INACTIVATION, 5, "enabled"),
         obx(6, "ST", FACET_PRIORITY, 6, prio),
         obx(7, "ST", FACET_ALERT_TYPE, 7, src),
+        *st_segs,
     ]
     return SEG.join(segs) + SEG
 

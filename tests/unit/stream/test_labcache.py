@@ -136,3 +136,41 @@ async def test_saved_bed_state_is_per_consumer_group(client) -> None:
     assert await ward_b.load(["bed-7"]) == {}
     assert await client.exists("mirage:policy:mirage-ward-a:bed-7") and not await client.exists("mirage:policy:bed-7")
     assert await ward_a.save({"bed-7": None}) and await ward_a.load(["bed-7"]) == {}
+
+
+async def test_write_retrying_waits_with_capped_backoff_until_redis_takes_the_lab(client) -> None:
+    """Issue 18 "no lab lost": Redis refuses twice, then takes it; the waits double from 0.1 s."""
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    from stream.worker.store import backoff_s
+
+    cache = LabCache(client, staleness_s=3600)
+    real, refusals, sleeps, errors = cache._script, [RedisConnectionError("refused")] * 2, [], []
+
+    async def flaky(**kw):
+        if refusals:
+            raise refusals.pop()
+        return await real(**kw)
+
+    async def sleep(s: float) -> None:
+        sleeps.append(s)
+
+    cache._script = flaky
+    tries = await cache.write_retrying(lab(900.0, -60), on_error=lambda e, n: errors.append((type(e).__name__, n)), sleep=sleep)
+    assert tries == 3 and sleeps == [0.1, 0.2] and errors == [("ConnectionError", 1), ("ConnectionError", 2)]
+    assert await client.hexists(lab_key("p1"), TNI) and cache.errors == 2
+    assert [backoff_s(n) for n in (1, 2, 3, 6, 7, 50)] == [0.1, 0.2, 0.4, 3.2, 5.0, 5.0]
+
+
+async def test_write_retrying_does_not_retry_a_lab_that_cannot_be_stored(client) -> None:
+    cache = LabCache(client, staleness_s=3600)
+
+    async def broken(**kw):
+        raise ValueError("not storable")
+
+    async def sleep(s: float) -> None:
+        raise AssertionError("retried a data error")
+
+    cache._script = broken
+    with pytest.raises(ValueError, match="not storable"):
+        await cache.write_retrying(lab(900.0, -60), sleep=sleep)

@@ -162,3 +162,40 @@ def test_outbox_is_durable_idempotent_and_ordered(tmp_path) -> None:
     assert box.pending_count() == 1 and box.sent_count() == 2
     assert box.next_due() == 2.0
     box.close()
+
+
+# -- issue 18: a strict HL7 v2.6 validator accepts every segment we send -------------------------
+STRICT_CASES = {
+    "mi start": make_alert(),
+    "mi end": make_alert("end", level=1, prob=0.2),
+    "technical leads_off (low, per lead)": make_alert(alert_type="technical", kind="leads_off", level=0, prob=None,
+                                                      flags=["missing:V3", "ignored:RESP"]),
+    "technical no_data level 2": make_alert("update", alert_type="technical", kind="no_data", level=2, prob=None),
+    "technical backend_failed end": make_alert("end", alert_type="technical", kind="backend_failed", level=1, prob=None),
+}
+
+
+@pytest.mark.parametrize("case", sorted(STRICT_CASES))
+def test_every_segment_passes_hl7apy_strict_validation(case: str) -> None:
+    """hl7apy at its strict level (required fields, data types, lengths) over each segment. Before
+    issue 18 PID failed: PID-5 (patient name, required in v2.6) was empty."""
+    hl7apy = pytest.importorskip("hl7apy", reason="hl7apy (dev extra) is not installed")
+    from hl7apy.consts import VALIDATION_LEVEL
+    from hl7apy.parser import parse_segment
+
+    assert hl7apy
+    a = STRICT_CASES[case]
+    text = build_oru_r40(a, a.event_id, now_ns=T0 + 2 * S)
+    segments = text.rstrip("\r").split("\r")
+    assert [s[:3] for s in segments] == ["MSH", "PID", "PV1", "OBR"] + ["OBX"] * 7
+    for seg in segments:
+        assert parse_segment(seg, version="2.6", validation_level=VALIDATION_LEVEL.STRICT).validate(), seg
+
+
+def test_pid5_is_a_stable_pseudonym_of_name_type_s() -> None:
+    from stream.consumers.hl7.pcd04 import pseudonym_name
+
+    pid = hl7.parse(build_oru_r40(make_alert(), "c1", now_ns=T0)).segment("PID")
+    name = str(pid[5])
+    assert name == pseudonym_name("PSEUDO-42") and name.endswith("^^^^^^S") and name.startswith("MIRAGE-")
+    assert "PSEUDO-42" not in name and pseudonym_name("PSEUDO-43") != name

@@ -273,3 +273,107 @@ def test_state_survives_a_restart_with_the_same_ids() -> None:
         monitor().import_bed("B1", bad)
     with pytest.raises(PolicyError, match="patient_id"):
         monitor().import_bed("B1", {"version": 1})
+
+
+# -- issue 18: a lead-off indication per electrode while the bed stays evaluable -----------------
+def feed(m: TechnicalMonitor, runs: list[tuple[int, list[str]]], t0_s: int = 10, hop_s: int = 2) -> list[Alert]:
+    """Windows every ``hop_s`` from ``t0_s``: ``runs`` = [(how many windows, their flags), ...]."""
+    out: list[Alert] = []
+    k = 0
+    for n, flags in runs:
+        for _ in range(n):
+            t = (t0_s + k * hop_s) * S
+            m.on_chunk("B1", "P1", t)
+            m.on_window("B1", "P1", t, flags, window_seq=k)
+            out += m.tick(t)
+            k += 1
+    return out
+
+
+def test_one_lead_off_raises_a_low_priority_leads_off_naming_it_while_the_bed_stays_evaluable() -> None:
+    m = monitor()
+    m.on_chunk("B1", "P1", 0)
+    # V3 off for 36 s (windows ending 20 s .. 56 s), V5 too from 50 s, then both back.
+    out = feed(m, [(5, []), (15, ["missing:V3"]), (4, ["flat:V5", "missing:V3"]), (2, [])])
+    assert phases(out) == [("B1", KIND_LEADS_OFF, p) for p in ("start", "update", "end")]
+    start, update, end = out
+    assert len({a.alert_id for a in out}) == 1
+    assert start.alert_id == make_alert_id("technical", KIND_LEADS_OFF, "B1", "P1", 20 * S)
+    # Off since the first window with V3 missing (20 s); raised once poor_quality_s (20 s) has passed.
+    assert (start.window_start_ns, start.window_end_ns, start.level) == (20 * S, 40 * S, 0)
+    assert start.advisories == ["lead off: V3"] and start.quality_flags == ["missing:V3"]
+    assert update.advisories == ["lead off: V3, V5"] and update.quality_flags == ["flat:V5", "missing:V3"]
+    assert update.level == 0 and end.window_end_ns == 58 * S
+    assert len({a.event_id for a in out}) == 3
+
+
+def test_lead_off_notice_keeps_the_bed_evaluable() -> None:
+    m = monitor(poor_quality_s=4.0)
+    m.on_chunk("B1", "P1", 0)
+    out = feed(m, [(4, ["missing:V3"])])
+    assert phases(out) == [("B1", KIND_LEADS_OFF, "start")] and out[0].level == 0
+    assert m.evaluable("B1") and m.open_alerts("B1") == [KIND_LEADS_OFF]
+
+
+def test_short_lead_off_raises_nothing_and_without_the_notice_one_lead_off_is_silent() -> None:
+    m = monitor()
+    m.on_chunk("B1", "P1", 0)
+    assert feed(m, [(10, ["missing:V3"]), (1, []), (10, ["missing:V3"])]) == []  # never 20 s in a row
+    assert evaluable_from_flags(["missing:V3"])  # the window is evaluable: only the notice tells the nurse
+
+
+def test_lead_off_notice_escalates_in_place_and_drops_back() -> None:
+    m = monitor(poor_quality_s=4.0)
+    m.on_chunk("B1", "P1", 0)
+    four = ["flat:V1", "flat:V2", "flat:V3", "flat:V4"]
+    out = feed(m, [(3, ["flat:V3"]), (4, four), (2, ["flat:V3"]), (1, [])])
+    assert [(a.kind, a.phase, a.level) for a in out] == [
+        (KIND_LEADS_OFF, "start", 0), (KIND_LEADS_OFF, "update", 1), (KIND_LEADS_OFF, "update", 0),
+        (KIND_LEADS_OFF, "end", 0)]
+    assert len({a.alert_id for a in out}) == 1 and len({a.event_id for a in out}) == 4
+    assert out[1].quality_flags == four and out[2].advisories == ["lead off: V3"]
+
+
+def test_lead_off_notice_beside_poor_signal() -> None:
+    m = monitor(poor_quality_s=4.0)
+    m.on_chunk("B1", "P1", 0)
+    noisy = ["missing:V3", "noisy:V1", "noisy:V2", "noisy:V4"]
+    out = feed(m, [(3, ["missing:V3"]), (4, noisy), (1, ["missing:V3"]), (1, [])])
+    assert phases(out) == [("B1", KIND_LEADS_OFF, "start"), ("B1", KIND_POOR_SIGNAL, "start"),
+                           ("B1", KIND_POOR_SIGNAL, "end"), ("B1", KIND_LEADS_OFF, "end")]
+
+
+def test_ignored_extra_signals_name_no_bad_lead() -> None:
+    from engine.signal.leads import ignored_flags
+    from stream.core.technical import bad_leads
+
+    flags = ["missing:V3", *ignored_flags(["RESP", "vx", "vy"])]
+    assert bad_leads(flags) == {"V3"} and evaluable_from_flags(flags)
+
+
+def test_no_data_id_derives_from_the_chunk_time_not_its_arrival() -> None:
+    """A restarted worker re-reads the bed's last chunks later (another arrival time): same no_data id."""
+    ids = []
+    for arrival in (100 * S, 170 * S):
+        m = monitor()
+        m.on_chunk("B1", "P1", arrival, data_ns=95 * S)
+        out = m.tick(arrival + 11 * S)
+        assert phases(out) == [("B1", KIND_NO_DATA, "start")] and out[0].window_start_ns == arrival
+        ids.append(out[0].alert_id)
+    assert ids[0] == ids[1] == make_alert_id("technical", KIND_NO_DATA, "B1", "P1", 95 * S)
+
+
+def test_saved_state_keeps_the_lead_off_run_and_the_data_time() -> None:
+    import json
+
+    m = monitor(poor_quality_s=4.0)
+    m.on_chunk("B1", "P1", 0, data_ns=7)
+    feed(m, [(1, ["missing:V3"])])
+    saved = json.loads(json.dumps(m.export_bed("B1")))
+    assert (saved["off_since_ns"], saved["last_data_ns"]) == (10 * S, 10 * S)
+    m2 = monitor(poor_quality_s=4.0)
+    m2.import_bed("B1", saved)
+    out = feed(m2, [(2, ["missing:V3"])], t0_s=12)
+    assert phases(out) == [("B1", KIND_LEADS_OFF, "start")] and out[0].window_start_ns == 10 * S
+    legacy = {k: v for k, v in saved.items() if k not in ("off_since_ns", "last_data_ns")}
+    monitor().import_bed("B1", legacy)  # states saved by the previous build still load

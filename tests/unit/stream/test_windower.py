@@ -257,3 +257,36 @@ def test_unmappable_leads_are_counted_once_per_window_not_raised() -> None:
         assert not r.dropped
         out += r.windows
     assert out == [] and w.counts["unmappable"] == 2
+
+
+# -- issue 18: lead names by alias, extra signals ignored and named ------------------------------
+def test_extra_signals_are_ignored_and_named_and_aliases_map(caplog: pytest.LogCaptureFixture) -> None:
+    """A monitor that also sends respiration and a pleth wave, with lower-case names: windows as without them."""
+    import logging
+
+    rec = record()
+    extra = np.random.default_rng(1).normal(0, 1, (2, rec.shape[1])).astype(np.float32)
+    mixed = np.concatenate([rec[:2], extra[:1], rec[2:], extra[1:]])
+    names = ("i", "MLII", "RESP", "v1", "V2", "C3", "v4", "V5", "v6", "Pleth")
+    plain, wide = Windower(CFG), Windower(CFG)
+    with caplog.at_level(logging.INFO, logger="stream.core.windower"):
+        got = []
+        for s in range(40):
+            got += wide.push(chunk(mixed, s, leads=names)).windows
+    ref = stream(plain, rec, range(40))
+    assert len(got) == len(ref) == 6
+    for a, b in zip(got, ref):
+        np.testing.assert_array_equal(a.signal, b.signal)
+        assert a.flags == b.flags + ["ignored:RESP", "ignored:Pleth"]
+    assert sum("extra signals" in r.getMessage() for r in caplog.records) == 1  # once per bed, not per window
+    assert wide.counts["unmappable"] == 0
+
+
+def test_a_bed_without_any_standard_lead_is_unmappable_with_its_reason(caplog: pytest.LogCaptureFixture) -> None:
+    rec = record()
+    w = Windower(CFG)
+    out = []
+    for s in range(40):
+        out += w.push(chunk(rec[:2], s, leads=("RESP", "Pleth"))).windows
+    assert out == [] and w.counts["unmappable"] == 6
+    assert "none of the signals ['RESP', 'Pleth'] is one of the 12 standard leads" in caplog.text

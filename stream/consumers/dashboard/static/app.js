@@ -59,6 +59,21 @@ function notifyNew(view) {
 
 function setText(root, sel, text) { root.querySelector(sel).textContent = text; }
 
+// One list item of an open non-MI episode (technical, ST change), with its own Acknowledge button.
+function alertItem(e, cls, btnCls, text) {
+  const li = document.createElement("li");
+  li.className = cls;
+  li.dataset.alertId = e.alert_id;
+  li.textContent = text + (e.acknowledged ? " — acknowledged" : "");
+  if (!e.acknowledged) {
+    const b = document.createElement("button");
+    b.type = "button"; b.textContent = "Acknowledge"; b.className = btnCls;
+    b.addEventListener("click", () => postAck(e.alert_id, b));
+    li.append(" ", b);
+  }
+  return li;
+}
+
 function render(view) {
   const grid = document.getElementById("grid");
   let card = grid.querySelector(`section[data-bed="${CSS.escape(view.bed_id)}"]`);
@@ -89,6 +104,7 @@ function render(view) {
     lvl.textContent = mi.level >= 2 ? "Level 2 (high)" : "Level 1 (medium)";
     lvl.className = `level level-${mi.level}`;
     setText(card, ".leads", (mi.top_leads || []).join(", ") || "—");
+    setText(card, ".st-leads", (mi.st_leads || []).map((x) => `${x.lead} ${fmtUv(x.delta_uv)}`).join(", ") || "—");
     setText(card, ".quality", (mi.quality_flags || []).join(", ") || "good");
     setText(card, ".advisories", (mi.advisories || []).join(", ") || "none");
     const labs = card.querySelector(".labs");
@@ -120,22 +136,15 @@ function render(view) {
       card.querySelector(".snap a").href = src;
     }
   }
-  const techs = card.querySelector(".techs");
-  techs.replaceChildren();
-  for (const t of view.technical || []) {
-    const li = document.createElement("li");
-    li.className = "tech-item";
-    li.dataset.alertId = t.alert_id;
-    li.textContent = `${t.kind.replace(/_/g, " ")} since ${fmtTime(t.started_ns)}` +
-      ((t.quality_flags || []).length ? ` (${t.quality_flags.join(", ")})` : "") + (t.acknowledged ? " — acknowledged" : "");
-    if (!t.acknowledged) {
-      const b = document.createElement("button");
-      b.type = "button"; b.textContent = "Acknowledge"; b.className = "ack-tech";
-      b.addEventListener("click", () => postAck(t.alert_id, b));
-      li.append(" ", b);
-    }
-    techs.append(li);
-  }
+  const stcs = card.querySelector(".stcs");
+  stcs.replaceChildren(...(view.st_change || []).map((e) => {
+    const top = (e.st_leads || []).map((x) => `${x.lead} ${fmtUv(x.delta_uv)}`).join(", ");
+    return alertItem(e, "stc-item", "ack-st", `ST change in ${(e.top_leads || []).join(", ")} since ${fmtTime(e.started_ns)}, ` +
+      `level ${e.level}` + (top ? ` (${top})` : ""));
+  }));
+  card.querySelector(".stc-box").classList.toggle("hidden", !(view.st_change || []).length);
+  card.querySelector(".techs").replaceChildren(...(view.technical || []).map((t) => alertItem(t, "tech-item", "ack-tech",
+    `${t.kind.replace(/_/g, " ")} since ${fmtTime(t.started_ns)}` + ((t.quality_flags || []).length ? ` (${t.quality_flags.join(", ")})` : ""))));
   const nTech = (view.technical || []).length;
   card.querySelector(".tech-box").classList.toggle("hidden", !nTech);
   card.classList.toggle("has-tech", nTech > 0);
@@ -143,9 +152,82 @@ function render(view) {
   techPill.classList.toggle("hidden", !nTech);
   techPill.textContent = nTech ? `Technical: ${view.technical.map((t) => t.kind.replace(/_/g, " ")).join(", ")}` : "";
   beds.set(view.bed_id, view);
+  if (!card.dataset.stLoaded) { card.dataset.stLoaded = "1"; loadSt(card); }
   document.getElementById("empty").classList.toggle("hidden", beds.size > 0);
   notifyNew(view);
 }
+
+// ---- ST (issue #19): current ST per lead (uV and mm) and the last hour per lead group ----------
+const SVG = "http://www.w3.org/2000/svg";
+const LEAD_COLOURS = ["#4fc3f7", "#ffb74d", "#aed581", "#f06292"];
+function fmtUv(v) { return v == null ? "—" : `${v > 0 ? "+" : ""}${Math.round(v)} µV`; }
+function fmtMm(v) { return v == null ? "—" : `${v > 0 ? "+" : ""}${(v / 100).toFixed(1)} mm`; }
+function svgEl(name, attrs) {
+  const el = document.createElementNS(SVG, name);
+  for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, String(v));
+  return el;
+}
+
+function trendSvg(group, leads, st) {
+  const W = 320, H = 70, L = 56, span = 3600e9, t1 = st.updated_ns, t0 = t1 - span;
+  const idx = leads.map((l) => st.leads.indexOf(l));
+  const vals = [0];
+  for (const row of st.trend.j60_uv) for (const i of idx) if (row[i] != null) vals.push(row[i]);
+  for (const i of idx) if (st.baseline_uv[i] != null) vals.push(st.baseline_uv[i]);
+  let lo = Math.min(...vals), hi = Math.max(...vals);
+  if (hi - lo < 200) { const m = (hi + lo) / 2; lo = m - 100; hi = m + 100; }
+  const x = (t) => L + (W - L - 4) * Math.max(0, (t - t0) / span);
+  const y = (v) => 4 + (H - 8) * (hi - v) / (hi - lo);
+  const svg = svgEl("svg", { viewBox: `0 0 ${W} ${H}`, class: "st-trend", role: "img", "data-group": group,
+    "aria-label": `${group} ST trend, last hour, leads ${leads.join(", ")}; dashed lines: baseline` });
+  svg.append(svgEl("line", { x1: L, x2: W - 4, y1: y(0), y2: y(0), class: "zero" }));
+  for (const [text, ty] of [[group, 11], [`${Math.round(hi)} µV`, 24], [`${Math.round(lo)} µV`, H - 3], ["1 h", H / 2 + 6]]) {
+    const label = svgEl("text", { x: 2, y: ty }); label.textContent = text; svg.append(label);
+  }
+  leads.forEach((lead, k) => {
+    const i = idx[k], colour = LEAD_COLOURS[k % LEAD_COLOURS.length];
+    const base = st.baseline_uv[i];
+    if (base != null) {
+      svg.append(svgEl("line", { x1: L, x2: W - 4, y1: y(base), y2: y(base), stroke: colour, class: "baseline", "data-lead": lead }));
+    }
+    const pts = [];
+    st.trend.t_ns.forEach((t, j) => { const v = st.trend.j60_uv[j][i]; if (v != null && t >= t0) pts.push(`${x(t).toFixed(1)},${y(v).toFixed(1)}`); });
+    if (pts.length) svg.append(svgEl("polyline", { points: pts.join(" "), stroke: colour, "data-lead": lead }));
+    const key = svgEl("text", { x: W - 4 - 34 * (leads.length - k), y: 11, fill: colour }); key.textContent = lead; svg.append(key);
+  });
+  return svg;
+}
+
+function renderSt(card, st) {
+  card.querySelector(".st-box").classList.remove("hidden");
+  const cur = st.current || {};
+  const j60 = cur.j60_uv || [], delta = cur.delta_uv || [];
+  card.dataset.stUpdatedNs = st.updated_ns;
+  setText(card, ".st-meta", `${cur.hr_bpm != null ? Math.round(cur.hr_bpm) + " bpm · " : ""}` +
+    `${st.baseline_uv.some((v) => v != null) ? "Δ from baseline" : "baseline learning"} · ${fmtTime(st.updated_ns)}`);
+  const grid = card.querySelector(".st-grid");
+  grid.replaceChildren();
+  st.leads.forEach((lead, i) => {
+    const cell = document.createElement("span");
+    cell.className = "st-lead"; cell.dataset.lead = lead; cell.setAttribute("role", "listitem");
+    const d = delta[i];
+    if (d != null && Math.abs(d) >= 100) cell.classList.add(d > 0 ? "st-up" : "st-down");
+    const name = document.createElement("b"); name.textContent = lead;
+    cell.append(name, `${fmtUv(j60[i])} ${fmtMm(j60[i])}` + (d != null ? ` Δ${fmtUv(d)}` : ""));
+    grid.append(cell);
+  });
+  const trends = card.querySelector(".st-trends");
+  trends.replaceChildren(...Object.entries(st.groups).map(([g, leads]) => trendSvg(g, leads, st)));
+}
+
+async function loadSt(card) {
+  try {
+    const r = await fetch(`/api/st/${encodeURIComponent(card.dataset.bed)}`, { credentials: "same-origin" });
+    if (r.ok) renderSt(card, await r.json());
+  } catch (e) { /* ST is shown when available; alarms do not depend on it */ }
+}
+
+setInterval(() => { for (const card of document.querySelectorAll("section.bed")) loadSt(card); }, 10000);
 
 async function postAck(alertId, btn) {
   btn.disabled = true;
