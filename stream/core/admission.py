@@ -13,7 +13,7 @@ A bed becomes *monitored* (admitted) on its first ECG chunk and stops being moni
 Only monitored beds may raise the ``no_data`` technical alarm: a discharged bed is silent
 until it sends data again. Every change is returned as an :class:`AdmissionEvent` so the worker
 can end the bed's open technical and MI alerts (see :class:`stream.core.technical.TechnicalMonitor`
-and ``StreamProcessor.policy_discharge``).
+and :meth:`stream.core.session.BedSession.discharge`).
 
 Times are injected (Unix epoch ns of the chunk's *arrival*, i.e. wall clock), so the core is
 deterministic under test.
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import MutableMapping
 
 from stream.errors import SettingsError
 
@@ -70,14 +71,16 @@ class Admissions:
 
     Args:
         idle_discharge_s: a bed with no chunk for this long is discharged by :meth:`expire`
-            (``Settings.idle_discharge_s``); 0 disables idle discharge.
+            (``Settings.idle_discharge_s``); 0 disables idle discharge (the stream worker's
+            :class:`stream.core.session.BedSessions` runs the one idle timer itself).
+        beds: where the admissions live (a dict by default, or a BedSessions view).
     """
 
-    def __init__(self, idle_discharge_s: float) -> None:
+    def __init__(self, idle_discharge_s: float, beds: MutableMapping[str, BedAdmission] | None = None) -> None:
         if not idle_discharge_s >= 0:
             raise SettingsError(f"idle_discharge_s={idle_discharge_s} must be >= 0")
         self.idle_discharge_s = float(idle_discharge_s)
-        self._beds: dict[str, BedAdmission] = {}
+        self._beds: MutableMapping[str, BedAdmission] = {} if beds is None else beds
 
     def on_chunk(self, bed_id: str, patient_id: str, t_ns: int, end_of_stream: bool = False) -> list[AdmissionEvent]:
         """Record a chunk that arrived at ``t_ns``; return the admissions/discharges it causes.

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
+from typing import MutableMapping
 
 from stream.core.schema import make_alert_id
 from stream.errors import PolicyError
@@ -71,7 +72,9 @@ class PolicyEvent:
 
 
 @dataclass
-class _BedState:
+class EpisodeState:
+    """The MI alert state of one bed (held by its :class:`stream.core.session.BedSession`)."""
+
     recent: deque[bool]
     patient_id: str = ""
     active_id: str = ""
@@ -86,15 +89,16 @@ class _BedState:
 class AlertPolicy:
     """Turn per-window MI probabilities into alert events, one state per bed."""
 
-    def __init__(self, config: PolicyConfig) -> None:
+    def __init__(self, config: PolicyConfig, beds: MutableMapping[str, EpisodeState] | None = None) -> None:
         self.config = config
-        self._beds: dict[str, _BedState] = {}
+        # A dict by default; the stream worker passes its BedSessions view (the state lives in each bed's session).
+        self._beds: MutableMapping[str, EpisodeState] = {} if beds is None else beds
 
-    def _state(self, bed_id: str, patient_id: str) -> _BedState:
+    def _state(self, bed_id: str, patient_id: str) -> EpisodeState:
         st = self._beds.get(bed_id)
         if st is None or st.patient_id != patient_id:
             # A new patient in the bed starts from a clean slate (no inherited episode).
-            st = _BedState(recent=deque(maxlen=self.config.n), patient_id=patient_id)
+            st = EpisodeState(recent=deque(maxlen=self.config.n), patient_id=patient_id)
             self._beds[bed_id] = st
         return st
 
@@ -149,7 +153,7 @@ class AlertPolicy:
             st.calm = 0
         return events
 
-    def _end(self, st: _BedState, window_end_ns: int) -> None:
+    def _end(self, st: EpisodeState, window_end_ns: int) -> None:
         st.active_id = ""
         st.level = 0
         st.below = 0
@@ -179,7 +183,7 @@ class AlertPolicy:
     def import_state(self, bed_id: str, data: dict) -> None:
         """Restore a state from :meth:`export_state` (unknown or malformed fields raise PolicyError)."""
         try:
-            st = _BedState(recent=deque((bool(x) for x in data["recent"]), maxlen=self.config.n),
+            st = EpisodeState(recent=deque((bool(x) for x in data["recent"]), maxlen=self.config.n),
                            patient_id=str(data["patient_id"]), active_id=str(data["active_id"]), level=int(data["level"]),
                            below=int(data["below"]), calm=int(data.get("calm", 0)), cooldown_until_ns=int(data["cooldown_until_ns"]),
                            last_window_seq=int(data["last_window_seq"]),

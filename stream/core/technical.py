@@ -50,10 +50,10 @@ from __future__ import annotations
 import logging
 from collections import deque
 from dataclasses import asdict, dataclass, field
-from typing import Sequence
+from typing import MutableMapping, Sequence
 
 from engine.signal.leads import IGNORED_PREFIX
-from stream.core.admission import DISCHARGED, AdmissionEvent, Admissions, BedAdmission
+from stream.core.admission import DISCHARGED, REASON_END_OF_STREAM, AdmissionEvent, Admissions, BedAdmission
 from stream.core.schema import Alert, make_alert_id
 from stream.errors import PolicyError, SettingsError
 from stream.settings import Settings
@@ -163,7 +163,9 @@ def _is_notice(ep: _Episode) -> bool:
 
 
 @dataclass
-class _BedState:
+class TechnicalBedState:
+    """The technical-alarm state of one monitored bed (held by its :class:`stream.core.session.BedSession`)."""
+
     patient_id: str
     bad_since_ns: int | None = None  # end of the first not-evaluable window of the current run
     bad_flags: list[str] = field(default_factory=list)
@@ -188,12 +190,15 @@ class TechnicalMonitor:
     Args:
         config: limits and model fields.
         admissions: the admission core to use (a new one with ``config.idle_discharge_s`` if None).
+        beds: where the per-bed states live (a dict by default; the stream worker passes its
+            :class:`stream.core.session.BedSessions` view).
     """
 
-    def __init__(self, config: TechnicalConfig, admissions: Admissions | None = None) -> None:
+    def __init__(self, config: TechnicalConfig, admissions: Admissions | None = None,
+                 beds: MutableMapping[str, TechnicalBedState] | None = None) -> None:
         self.config = config
-        self.admissions = admissions or Admissions(config.idle_discharge_s)
-        self._beds: dict[str, _BedState] = {}
+        self.admissions = admissions if admissions is not None else Admissions(config.idle_discharge_s)  # an empty one is falsy
+        self._beds: MutableMapping[str, TechnicalBedState] = {} if beds is None else beds
         self._queue: list[tuple[_Episode, str, int, int | None]] = []  # (episode, phase, end_ns, window_seq)
         # Bounded: a caller that never pops must not grow memory forever.
         self._discharges: deque[AdmissionEvent] = deque(maxlen=MAX_PENDING_DISCHARGES)
@@ -214,7 +219,7 @@ class TechnicalMonitor:
             if ev.change == DISCHARGED:
                 self._discharged(ev)
             else:
-                self._beds[bed_id] = _BedState(patient_id)
+                self._beds[bed_id] = TechnicalBedState(patient_id)
         st = self._beds.get(bed_id)
         if st is not None:
             st.last_data_ns = int(t_ns if data_ns is None else data_ns)
@@ -266,7 +271,7 @@ class TechnicalMonitor:
             ep.flags = list(st.bad_flags)
             self._queue.append((ep, "start", window_end_ns, seq))
 
-    def _lead_notice(self, st: _BedState, bed_id: str, flags: Sequence[str], window_end_ns: int,
+    def _lead_notice(self, st: TechnicalBedState, bed_id: str, flags: Sequence[str], window_end_ns: int,
                      seq: int | None) -> None:
         """Start, change or end the per-lead ``leads_off`` notice on an evaluable window."""
         off = leads_off(flags)
@@ -324,9 +329,9 @@ class TechnicalMonitor:
         elif c.active and lag_s <= self.config.behind_s / 2:
             c.active, c.cleared_ns = False, t_ns
 
-    def discharge(self, bed_id: str, t_ns: int) -> None:
+    def discharge(self, bed_id: str, t_ns: int, reason: str = REASON_END_OF_STREAM) -> None:
         """Discharge a bed explicitly (its open technical alerts end at the next tick)."""
-        for ev in self.admissions.discharge(bed_id, t_ns):
+        for ev in self.admissions.discharge(bed_id, t_ns, reason):
             self._discharged(ev)
 
     def forget(self, bed_id: str) -> None:
@@ -366,7 +371,7 @@ class TechnicalMonitor:
                     raise ValueError(f"unknown technical kind {ep.kind!r}")
                 episodes[ep.kind] = ep
             bad_since = data["bad_since_ns"]
-            st = _BedState(patient, None if bad_since is None else int(bad_since), [str(f) for f in data["bad_flags"]], episodes)
+            st = TechnicalBedState(patient, None if bad_since is None else int(bad_since), [str(f) for f in data["bad_flags"]], episodes)
             # Absent in states saved before these fields existed.
             st.off_since_ns = None if data.get("off_since_ns") is None else int(data["off_since_ns"])
             st.last_data_ns = None if data.get("last_data_ns") is None else int(data["last_data_ns"])
@@ -405,7 +410,7 @@ class TechnicalMonitor:
                                      for k in (KIND_NO_DATA, *QUALITY_KINDS))
 
     # -- internals ------------------------------------------------------------------------------
-    def _open(self, st: _BedState, bed_id: str, kind: str, first_ns: int, *, id_ns: int | None = None) -> _Episode:
+    def _open(self, st: TechnicalBedState, bed_id: str, kind: str, first_ns: int, *, id_ns: int | None = None) -> _Episode:
         """Open an episode that began at ``first_ns``; its id derives from ``id_ns`` (default ``first_ns``)."""
         id_ns = first_ns if id_ns is None else id_ns
         ep = _Episode(make_alert_id("technical", kind, bed_id, st.patient_id, id_ns), kind, bed_id, st.patient_id, first_ns)

@@ -46,7 +46,7 @@ import math
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Callable, MutableMapping, Sequence
 
 import numpy as np
 
@@ -152,8 +152,8 @@ class PushResult:
 
 
 @dataclass
-class _Bed:
-    """Buffer state of one bed (source rate)."""
+class BedBuffer:
+    """Window buffer of one bed (source rate); held by its :class:`stream.core.session.BedSession`."""
 
     patient_id: str
     fs: float
@@ -186,10 +186,13 @@ class Windower:
         clock: ``() -> ns`` for arrival times (injected for tests).
         convert: convert windows (model rate, 12 leads, quality flags) before :meth:`push` returns;
             False returns them cut at the source rate for :func:`convert_windows`.
+        beds: where the per-bed buffers live (a dict by default; the stream worker passes its
+            :class:`stream.core.session.BedSessions` view, so each bed's buffer is in its session).
     """
 
     def __init__(self, cfg: MirageConfig, *, hop_s: float = 0.0, max_gap_s: float = 5.0, idle_s: float = 300.0,
-                 clock: Callable[[], int] | None = None, convert: bool = True) -> None:
+                 clock: Callable[[], int] | None = None, convert: bool = True,
+                 beds: MutableMapping[str, BedBuffer] | None = None) -> None:
         if hop_s < 0 or max_gap_s < 0 or idle_s <= 0:
             raise WindowError(f"hop_s={hop_s}, max_gap_s={max_gap_s}, idle_s={idle_s} must be >= 0 (idle_s > 0)")
         self.cfg = cfg
@@ -199,7 +202,7 @@ class Windower:
         self.idle_ns = int(idle_s * 1e9)
         self._clock = clock or time.time_ns
         self.convert = convert
-        self.beds: dict[str, _Bed] = {}
+        self.beds: MutableMapping[str, BedBuffer] = {} if beds is None else beds
         self.counts: Counter[str] = Counter()
 
     # -- grid helpers -------------------------------------------------------------------------
@@ -295,7 +298,7 @@ class Windower:
         return res
 
     @staticmethod
-    def _is_seq_restart(bed: _Bed, chunk: EcgChunk) -> bool:
+    def _is_seq_restart(bed: BedBuffer, chunk: EcgChunk) -> bool:
         """An older seq whose samples are *newer* than the buffer: the source restarted its counter
         (monitor or gateway reboot), not a re-delivered old chunk (whose start lies at least a chunk
         before the buffer's end). Half a chunk of clock tolerance."""
@@ -303,7 +306,7 @@ class Windower:
         return chunk.start_ns >= bed.end_ns - half_chunk_ns
 
     @staticmethod
-    def _change_reason(bed: _Bed, chunk: EcgChunk) -> str:
+    def _change_reason(bed: BedBuffer, chunk: EcgChunk) -> str:
         if abs(chunk.fs - bed.fs) > 1e-6:
             return "rate_change"
         if tuple(chunk.leads) != bed.leads:
@@ -313,7 +316,7 @@ class Windower:
         return ""
 
     @staticmethod
-    def _gap_samples(bed: _Bed, chunk: EcgChunk) -> int:
+    def _gap_samples(bed: BedBuffer, chunk: EcgChunk) -> int:
         """Samples missing between the buffer and ``chunk`` (0 = contiguous)."""
         if chunk.seq == bed.last_seq + 1:
             # Consecutive chunk: trust the sequence number; clock jitter is not a gap.
@@ -324,11 +327,11 @@ class Windower:
             gap = (chunk.seq - bed.last_seq - 1) * chunk.n_samples
         return gap
 
-    def _new_bed(self, chunk: EcgChunk, samples: np.ndarray) -> _Bed:
+    def _new_bed(self, chunk: EcgChunk, samples: np.ndarray) -> BedBuffer:
         base = int(chunk.seq) * chunk.n_samples
         _, hop = self.window_samples(chunk.fs)
         anchor_ns = chunk.start_ns - int(round(base * 1e9 / chunk.fs))
-        bed = _Bed(patient_id=chunk.patient_id, fs=float(chunk.fs), leads=tuple(chunk.leads), base_index=base,
+        bed = BedBuffer(patient_id=chunk.patient_id, fs=float(chunk.fs), leads=tuple(chunk.leads), base_index=base,
                    buffer=samples.copy(), gap_mask=np.zeros(samples.shape[1], bool),
                    next_window=-(-base // hop), last_seq=chunk.seq, end_ns=chunk.end_ns,
                    last_arrival_ns=0, last_seen_ns=0, anchor_ns=anchor_ns)
@@ -343,11 +346,11 @@ class Windower:
         return bed
 
     @staticmethod
-    def _append(bed: _Bed, samples: np.ndarray, *, gap_fill: bool) -> None:
+    def _append(bed: BedBuffer, samples: np.ndarray, *, gap_fill: bool) -> None:
         bed.buffer = np.concatenate([bed.buffer, samples], axis=1)
         bed.gap_mask = np.concatenate([bed.gap_mask, np.full(samples.shape[1], gap_fill, bool)])
 
-    def _emit(self, bed_id: str, bed: _Bed) -> list[EcgWindow]:
+    def _emit(self, bed_id: str, bed: BedBuffer) -> list[EcgWindow]:
         win, hop = self.window_samples(bed.fs)
         out: list[EcgWindow] = []
         while bed.next_window * hop + win <= bed.end_index:

@@ -3,17 +3,20 @@
 One call of :meth:`StreamProcessor.process` takes a batch of decoded chunks (each with an opaque
 *token*: the Kafka event the worker acknowledges later) and does, in order:
 
-1. chunks -> :class:`stream.core.windower.Windower` -> windows (per bed, model rate);
+1. chunks -> their bed's :class:`stream.core.session.BedSession` (window buffer via
+   :class:`stream.core.windower.Windower`, admission, pending tokens) -> windows;
 2. windows -> :class:`stream.core.batcher.MicroBatcher` -> batches of at most ``max_batch``;
 3. labs for each batch from :class:`stream.worker.store.LabCache` (one Redis round trip);
-4. :func:`engine.pipeline.model_inputs` + ``Predictor.predict`` in an executor thread, so the
-   event loop keeps heart-beating to the broker while the model works;
+4. the model call, :meth:`StreamProcessor._score`: :func:`engine.pipeline.model_inputs` +
+   ``Predictor.predict`` in an executor thread, so the event loop keeps heart-beating to the broker
+   while the model works;
 5. :class:`stream.core.policy.AlertPolicy` -> :class:`stream.core.schema.Alert` objects; on an episode
    start the window is drawn on ECG paper and stored in Redis (``mirage:snapshot:{alert_id}``);
    chunk arrivals, window quality, worker lag and backend errors feed
    :class:`stream.core.technical.TechnicalMonitor` (technical alarms: no data, leads off, poor signal,
-   backend failed, falling behind), whose events join the alerts; a discharged bed (end of
-   stream, ``idle_discharge_s`` of silence, another patient) gets the ``end`` of its MI episode;
+   backend failed, falling behind), whose events join the alerts; a bed is discharged only by
+   :meth:`stream.core.session.BedSession.discharge` (end of stream, ``idle_discharge_s`` of
+   silence, another patient, partition revoked), which ends its episodes;
 6. the tokens that are now *safe to acknowledge*: a chunk is released only when every window
    containing its samples has been scored (so a restart from the committed offset rebuilds every
    window that has not produced its output: at-least-once, see docs/STREAMING.md).
@@ -27,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
@@ -37,13 +39,13 @@ import numpy as np
 from engine.config import LEADS, MirageConfig
 from engine.pipeline import model_inputs
 from engine.prediction import Predictor
-from stream.core.admission import REASON_IDLE
+from stream.core.admission import REASON_END_OF_STREAM, REASON_PATIENT_CHANGE
 from stream.core.batcher import MicroBatcher
-from stream.core.policy import KIND_MI, AlertPolicy, PolicyConfig, PolicyEvent
+from stream.core.policy import KIND_MI, PolicyConfig, PolicyEvent
 from stream.core.schema import Alert, EcgChunk
-from stream.core.technical import TechnicalConfig, TechnicalMonitor
+from stream.core.session import REASON_REVOKED, BedSession, BedSessions
+from stream.core.technical import TechnicalConfig
 from stream.core.windower import EcgWindow, Windower, convert_windows
-from stream.errors import PolicyError
 from stream.settings import Settings
 from stream.worker.st_stage import StStage  # issue #19
 from stream.worker.store import LabCache, PatientLabs, PolicyStateStore, empty_labs
@@ -94,6 +96,30 @@ def policy_config(settings: Settings, info: ModelInfo) -> PolicyConfig:
                         cooldown_s=settings.cooldown_s, escalate_probability=settings.escalate_probability)
 
 
+def _segments(items: Sequence[tuple]) -> list[Sequence[tuple]]:
+    """Split a call's items where a bed starts over (a chunk after its end of stream, or naming
+    another patient): the earlier part is scored first, so the discharge ends the episode on the
+    bed's newest window and the next patient starts a session of their own."""
+    parts: list[Sequence[tuple]] = []
+    start, seen = 0, {}  # bed -> patient of the current part; "" once its stream ended
+    for i, item in enumerate(items):
+        chunk = item[0]
+        if seen.get(chunk.bed_id, chunk.patient_id) != chunk.patient_id:
+            parts.append(items[start:i])
+            start, seen = i, {}
+        seen[chunk.bed_id] = "" if chunk.end_of_stream else chunk.patient_id
+    parts.append(items[start:])
+    return parts
+
+
+def _patient(session: BedSession) -> str | None:
+    """The patient the session is monitoring (None before anything is known)."""
+    for part in (session.admission, session.buffer, session.episode):
+        if part is not None:
+            return part.patient_id
+    return None
+
+
 class StreamProcessor:
     """Chunks in, alerts and releasable tokens out.
 
@@ -128,163 +154,124 @@ class StreamProcessor:
         self.snapshot = snapshot
         self.clock = clock or time.time_ns
         self.metrics = metrics
-        # Windows are cut here and converted (resampling, quality flags) a micro-batch at a time in
-        # _score_batches, overlapped with the model thread scoring the previous micro-batch.
-        self.windower = Windower(self.cfg, hop_s=settings.hop_s, idle_s=settings.idle_discharge_s, clock=self.clock,
-                                 convert=False)
+        # One session per bed holds its buffer, pending tokens, episode, technical state and admission
+        # (stream/core/session.py); the cores below work on the sessions' state.
+        self.sessions = BedSessions(
+            lambda beds: Windower(self.cfg, hop_s=settings.hop_s, idle_s=settings.idle_discharge_s, clock=self.clock,
+                                  convert=False, beds=beds),
+            policy_config(settings, info),
+            TechnicalConfig.from_settings(settings, model_name=info.name, model_version=info.version,
+                                          checkpoint_sha=info.checkpoint_sha),
+            self._end_alerts, self.clock)
+        # Windows are cut by the windower and converted (resampling, quality flags) a micro-batch at a
+        # time in _score_batches, overlapped with the model thread scoring the previous micro-batch.
+        self.windower = self.sessions.windower
+        self.policy = self.sessions.policy
+        self.technical = self.sessions.technical
         self.batcher: MicroBatcher[EcgWindow] = MicroBatcher(settings.max_batch, settings.max_wait_ms / 1000.0)
-        self.policy = AlertPolicy(policy_config(settings, info))
-        self.technical = TechnicalMonitor(TechnicalConfig.from_settings(
-            settings, model_name=info.name, model_version=info.version, checkpoint_sha=info.checkpoint_sha))
         self.policy_store = PolicyStateStore(labcache.client, settings.consumer_group) if labcache is not None else None
-        self._dirty: set[str] = set()  # beds whose saved state changed since the last save
-        self._seen: set[str] = set()  # beds whose saved state was looked up in Redis
-        self._pending: dict[str, deque[tuple[int, Any]]] = {}
-        self._last_window: dict[str, EcgWindow] = {}
         self.windows_scored = 0
         self.chunks_seen = 0
         # issue #19: ST per window (own thread), per-bed baseline and st_change alerts (stream/worker/st_stage.py)
         self.st = StStage(settings, self.cfg.fs, info, self.clock, labcache.client if labcache is not None else None)
 
-    # -- step 1: chunks -> windows --------------------------------------------------------------
-    def _ingest(self, chunk: EcgChunk, token: Any, arrival_ns: int | None, result: ProcessResult,
-                discharged: list[str]) -> list[EcgWindow]:
+    # -- the steps ------------------------------------------------------------------------------
+    async def process(self, items: Sequence[tuple[EcgChunk, Any] | tuple[EcgChunk, Any, int | None]]) -> ProcessResult:
+        """Process decoded chunks (with tokens and optional arrival times); see the module docstring."""
+        result = ProcessResult()
+        await self._restore([item[0].bed_id for item in items])
+        self._observe_lag(items)
+        for part in _segments(items):
+            windows = self._route(part, result)  # 1. chunks -> their beds' sessions -> windows
+            batches = self.batcher.extend(windows) + self.batcher.flush()  # 2. micro-batches
+            await self._score_batches(batches, result)  # 3-5. labs, the model (self._score), apply
+            for bed_id in [b for b, s in self.sessions.sessions.items() if s.ending_ns is not None]:
+                # End of stream: discharged once the windows its last chunk completed are scored.
+                alerts, tokens = self.sessions.discharge(bed_id, REASON_END_OF_STREAM, self.sessions.sessions[bed_id].ending_ns)
+                result.alerts.extend(alerts)
+                result.release.extend(tokens)
+        result.alerts.extend(self.tick())  # technical alarms, idle discharges
+        result.release.extend(self.sessions.take_releasable())  # 6. tokens safe to acknowledge
+        return result
+
+    def _route(self, items: Sequence[tuple[EcgChunk, Any] | tuple[EcgChunk, Any, int | None]],
+               result: ProcessResult) -> list[EcgWindow]:
+        """Each chunk to its bed's session (window buffer, admission, pending tokens); the windows it completes."""
+        windows: list[EcgWindow] = []
+        for item in items:
+            windows.extend(self._ingest(item[0], item[1], item[2] if len(item) > 2 else None, result))
+        return windows
+
+    def _observe_lag(self, items: Sequence[tuple[EcgChunk, Any] | tuple[EcgChunk, Any, int | None]]) -> None:
+        arrivals = [item[2] for item in items if len(item) > 2 and item[2] is not None]
+        if arrivals:
+            self.technical.on_lag(max(0.0, (self.clock() - max(arrivals)) / 1e9), self.clock())
+
+    def _ingest(self, chunk: EcgChunk, token: Any, arrival_ns: int | None, result: ProcessResult) -> list[EcgWindow]:
         self.chunks_seen += 1
+        bed_id = chunk.bed_id
+        session = self.sessions.get(bed_id)
+        if session is not None and _patient(session) not in (None, chunk.patient_id):
+            # Another patient in the bed: the previous patient is discharged, so is their episode.
+            alerts, tokens = self.sessions.discharge(bed_id, REASON_PATIENT_CHANGE)
+            result.alerts.extend(alerts)
+            result.release.extend(tokens)
         push = self.windower.push(chunk, arrival_ns)
         if push.dropped:
             result.dropped[push.dropped] = result.dropped.get(push.dropped, 0) + 1
             result.release.append(token)
             return push.windows
-        self.technical.on_chunk(chunk.bed_id, chunk.patient_id, self.clock(), chunk.end_of_stream, data_ns=chunk.end_ns)
-        self._dirty.add(chunk.bed_id)
+        now = self.clock()
+        session = self.sessions.open(bed_id)
+        session.dirty = True
         if chunk.end_of_stream:
-            self._seen.discard(chunk.bed_id)
-        pending = self._pending.setdefault(chunk.bed_id, deque())
-        if push.reset == "patient_change":
-            # Another patient in the bed: the previous patient is discharged, so is their episode.
-            result.alerts.extend(self._end_mi(chunk.bed_id))
-        if push.reset:
-            # The old buffer is gone: its chunks can never contribute to a window again.
-            result.release.extend(t for _, t in pending)
-            pending.clear()
-        if push.discharged:
-            result.release.extend(t for _, t in pending)
-            result.release.append(token)
-            self._pending.pop(chunk.bed_id, None)
-            discharged.append(chunk.bed_id)  # handled after this call's windows are scored
+            session.ending_ns = now  # discharged (technical episodes end at this time) after scoring
         else:
-            end = self.windower.end_index(chunk.bed_id)
-            pending.append((int(end if end is not None else 0), token))
+            self.technical.on_chunk(bed_id, chunk.patient_id, now, data_ns=chunk.end_ns)
+        if push.reset or push.discharged:
+            # The old buffer is gone: its chunks can never contribute to a window again.
+            result.release.extend(t for _, t in session.pending)
+            session.pending.clear()
+        if push.discharged:
+            result.release.append(token)
+        else:
+            end = self.windower.end_index(bed_id)
+            session.pending.append((int(end if end is not None else 0), token))
         return push.windows
-
-    def _releasable(self) -> list[Any]:
-        out: list[Any] = []
-        for bed_id, pending in list(self._pending.items()):
-            start = self.windower.next_window_start(bed_id)
-            if start is None:  # bed evicted or discharged
-                out.extend(t for _, t in pending)
-                del self._pending[bed_id]
-                continue
-            while pending and pending[0][0] <= start:
-                out.append(pending.popleft()[1])
-        return out
-
-    # -- steps 2-5 -------------------------------------------------------------------------------
-    async def process(self, items: Sequence[tuple[EcgChunk, Any] | tuple[EcgChunk, Any, int | None]]) -> ProcessResult:
-        """Process decoded chunks (with tokens and optional arrival times); see the module docstring."""
-        result = ProcessResult()
-        discharged: list[str] = []
-        windows: list[EcgWindow] = []
-        newest: int | None = None
-        await self._restore([item[0].bed_id for item in items])
-        for item in items:
-            chunk, token = item[0], item[1]
-            arrival = item[2] if len(item) > 2 else None
-            if arrival is not None:
-                newest = arrival if newest is None else max(newest, arrival)
-            windows.extend(self._ingest(chunk, token, arrival, result, discharged))
-        if newest is not None:
-            self.technical.on_lag(max(0.0, (self.clock() - newest) / 1e9), self.clock())
-        batches = self.batcher.extend(windows)
-        batches.extend(self.batcher.flush())
-        await self._score_batches(batches, result)
-        for bed_id in discharged:
-            await self.policy_discharge(bed_id, self._last_window.get(bed_id), result)
-        for bed_id in self.windower.evict_idle():
-            # Silent past idle_discharge_s: the bed left without an end of stream. Its MI episode
-            # ends (an open alarm must never be dropped silently); TechnicalMonitor discharges it too.
-            result.alerts.extend(self._end_mi(bed_id))
-            self._seen.discard(bed_id)
-        result.alerts.extend(self.tick())
-        result.release.extend(self._releasable())
-        return result
 
     def tick(self) -> list[Alert]:
         """Technical-alarm events due now (the worker also calls this from a 1 s timer: no data).
 
-        Beds the technical monitor discharged for silence (``idle_discharge_s``, timer-driven, so
-        possibly with no chunk arriving at all) are discharged here too: their MI episode ends
-        and their window buffer is dropped. End-of-stream and patient-change discharges are
-        handled when their chunk is ingested.
+        Also the one idle timer (:meth:`BedSessions.expire`): beds silent past ``idle_discharge_s``
+        (possibly with no chunk arriving at all) are discharged, their technical episodes and MI
+        episode end; their held chunks are released by the next :meth:`process`.
         """
-        alerts = self.technical.tick(self.clock())
-        for ev in self.technical.pop_discharges():
-            if ev.reason == REASON_IDLE:
-                self.windower.discharge(ev.bed_id)  # its pending chunks are released by the next process()
-                self._seen.discard(ev.bed_id)
-                alerts.extend(self._end_mi(ev.bed_id))
-        return alerts
-
-    async def policy_discharge(self, bed_id: str, last: EcgWindow | None, result: ProcessResult) -> None:
-        """End the bed's active episode (if any) and forget it, here and in the saved state."""
-        if last is not None:
-            self._last_window[bed_id] = last
-        result.alerts.extend(self._end_mi(bed_id))
-
-    def _end_mi(self, bed_id: str) -> list[Alert]:
-        """End the bed's open MI episode (its ``end`` alert, on the last scored window) and forget
-        the bed's policy state; idempotent (a second call finds nothing to end)."""
-        last = self._last_window.pop(bed_id, None)
-        self._dirty.add(bed_id)
-        events = self.policy.discharge(bed_id, last.seq if last else -1, last.end_ns if last else self.clock())
-        # Without a window (discharged right after a restart, before any was scored) there is
-        # nothing to put on the alert: see the limits in docs/STREAMING.md.
-        return [self._alert(ev, last, None, None, empty_labs()) for ev in events if last is not None] + self.st.end(bed_id, last)
+        now = self.clock()
+        mi_ends = self.sessions.expire(now)
+        return self.technical.tick(now) + mi_ends
 
     async def _restore(self, bed_ids: list[str]) -> None:
-        """Load the saved policy and technical-alarm state of beds this worker has not seen yet.
+        """Load the persisted record of beds this worker has no session for yet.
 
         Done before their chunks are ingested, so a restarted worker (or the new owner after a
         rebalance) continues episodes with the same ids.
         """
-        fresh = sorted(set(b for b in bed_ids if b not in self._seen))
+        fresh = sorted(set(b for b in bed_ids if b not in self.sessions))
         if not fresh:
             return
-        self._seen.update(fresh)
+        for bed_id in fresh:
+            self.sessions.open(bed_id)  # looked up once: not again while the session lives
         await self.st.restore(fresh)  # issue #19
-        if self.policy_store is None:
-            return
-        for bed_id, data in (await self.policy_store.load(fresh)).items():
-            try:
-                if data.get("policy"):
-                    self.policy.import_state(bed_id, data["policy"])
-                if data.get("technical"):
-                    self.technical.import_bed(bed_id, data["technical"])
-            except (PolicyError, AttributeError) as exc:
-                log.warning("ignoring saved state of a bed: %s", exc)
+        if self.policy_store is not None:
+            self.sessions.restore(await self.policy_store.load(fresh))
 
     async def save_state(self) -> bool:
-        """Persist the policy and technical state of beds that changed (after the alerts are produced)."""
+        """Persist the records of beds that changed (after the alerts are produced)."""
         await self.st.save()  # issue #19: ST baseline/episode state and the dashboard's ST view
-        if self.policy_store is None or not self._dirty:
-            self._dirty.clear()
+        records = self.sessions.take_records()
+        if self.policy_store is None or not records:
             return True
-        states: dict[str, dict | None] = {}
-        for b in sorted(self._dirty):
-            pol, tech = self.policy.export_state(b), self.technical.export_bed(b)
-            states[b] = None if pol is None and tech is None else {"policy": pol, "technical": tech}
-        self._dirty.clear()
-        return await self.policy_store.save(states)
+        return await self.policy_store.save(records)
 
     async def _score_batches(self, batches: list[list[EcgWindow]], result: ProcessResult) -> None:
         """Score micro-batches in order, two stages overlapped.
@@ -306,7 +293,7 @@ class StreamProcessor:
                 else:
                     labs = [empty_labs() for _ in batch]
                 used = self.predictor
-                future = loop.run_in_executor(self.executor, self._infer, batch, labs, used)
+                future = loop.run_in_executor(self.executor, self._score, batch, labs, used)
                 previous, pending = pending, (batch, labs, future, used)
                 if previous is not None:
                     await self._finish_batch(*previous, result)
@@ -334,7 +321,7 @@ class StreamProcessor:
                     raise
                 await loop.run_in_executor(self.executor, self._switch_to_fallback, exc, "on a batch")
                 self.technical.on_backend_error(exc, self.predictor.name, t_ns=self.clock())
-            probs, lead_w, infer_s = await loop.run_in_executor(self.executor, self._infer, batch, labs, self.predictor)
+            probs, lead_w, infer_s = await loop.run_in_executor(self.executor, self._score, batch, labs, self.predictor)
         else:
             if not self.on_fallback:
                 self.technical.on_backend_ok(self.clock())
@@ -342,9 +329,11 @@ class StreamProcessor:
             self.metrics.observe_batch(len(batch), infer_s)
         result.alerts.extend(await self.st.finish(batch))  # issue #19: w.st set, st_change alerts
         for i, w in enumerate(batch):
-            self._last_window[w.bed_id] = w
-            self._dirty.add(w.bed_id)
-            self.technical.on_window(w.bed_id, w.patient_id, w.end_ns, w.flags, window_seq=w.seq)
+            session = self.sessions.open(w.bed_id)
+            session.last_window = w
+            session.dirty = True
+            if session.ending_ns is None:  # an ended stream's last windows raise no technical alarm
+                self.technical.on_window(w.bed_id, w.patient_id, w.end_ns, w.flags, window_seq=w.seq)
             for ev in self.policy.update(w.bed_id, w.patient_id, float(probs[i]), w.seq, w.end_ns):
                 alert = self._alert(ev, w, float(probs[i]), lead_w[i], labs[i])
                 result.alerts.append(alert)
@@ -360,9 +349,9 @@ class StreamProcessor:
         self.predictor = self._fallback()  # type: ignore[misc]  # callers check it is set
         self.on_fallback = True
 
-    def _infer(self, batch: list[EcgWindow], labs: list[PatientLabs],
+    def _score(self, batch: list[EcgWindow], labs: list[PatientLabs],
                predictor: Predictor) -> tuple[np.ndarray, np.ndarray, float]:
-        """(probabilities, lead weights, seconds) of a converted batch (runs in the model thread)."""
+        """The model call: (probabilities, lead weights, seconds) of a converted batch (runs in the model thread)."""
         t0 = time.perf_counter()
         x = np.stack([w.signal for w in batch])  # (B, 12, T)
         lab_v = np.stack([p.values for p in labs]).astype(np.float32)  # (B, D_lab)
@@ -392,7 +381,7 @@ class StreamProcessor:
 
         blank = EcgWindow("warmup", "warmup", 0, 0, 0, np.zeros((len(LEADS), self.cfg.T), np.float32))
         try:
-            self._infer([blank], [_empty()], self.predictor)
+            self._score([blank], [_empty()], self.predictor)
         except Exception as exc:
             # A backend that cannot even score a blank window (GPU gone, bad plan) is the same fault
             # as one failing at run time: use the fallback from the start and say so on every bed.
@@ -400,7 +389,7 @@ class StreamProcessor:
                 raise
             self._switch_to_fallback(exc, "at warm-up")
             self.technical.on_backend_error(exc, self.predictor.name, t_ns=self.clock())
-            self._infer([blank], [_empty()], self.predictor)
+            self._score([blank], [_empty()], self.predictor)
         if self.snapshot is not None:
             try:
                 self.snapshot(blank)
@@ -433,22 +422,26 @@ class StreamProcessor:
             top_leads=top, advisories=list(labs.advisories), emitted_ns=self.clock(), st=w.st,
         )
 
+    def _end_alerts(self, bed_id: str, events: list[PolicyEvent], last: EcgWindow | None) -> list[Alert]:
+        """The alerts of a bed's discharge (:meth:`BedSession.discharge`): its MI ``end``, on the last scored
+        window, and the ``end`` of its open ``st_change`` episode (its ST state is dropped here too, #19)."""
+        # Without a window (discharged right after a restart, before any was scored) there is
+        # nothing to put on the alert: see the limits in docs/STREAMING.md.
+        return [self._alert(ev, last, None, None, empty_labs()) for ev in events if last is not None] + self.st.end(bed_id, last)
+
     # -- housekeeping --------------------------------------------------------------------------
     def forget_beds(self, keep: Callable[[str], bool]) -> list[Any]:
-        """Drop the state of beds for which ``keep(bed_id)`` is False (partitions revoked).
+        """Discharge beds for which ``keep(bed_id)`` is False as revoked (partitions moved away).
 
-        Returns their pending tokens: they must NOT be acked (the new owner re-reads them), the
-        caller simply drops them.
+        Nothing ends (the new owner continues their episodes from the persisted record). Returns
+        their pending tokens: they must NOT be acked (the new owner re-reads them), the caller
+        simply drops them.
         """
         dropped: list[Any] = []
-        for bed_id in list(self.windower.bed_ids()):
+        for bed_id in self.sessions.bed_ids():
             if not keep(bed_id):
-                self.windower.discharge(bed_id)
-                self.policy.forget(bed_id)
-                self.technical.forget(bed_id)
-                self.st.forget(bed_id)  # issue #19
-                self._seen.discard(bed_id)
-                dropped.extend(t for _, t in self._pending.pop(bed_id, deque()))
+                dropped.extend(self.sessions.discharge(bed_id, REASON_REVOKED)[1])
+                self.st.forget(bed_id)  # issue #19: nothing ends, the new owner restores it from Redis
         return dropped
 
     def close(self) -> None:

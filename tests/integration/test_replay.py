@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+from topic_reader import collect
 
 from simulators.scenario import parse_scenario
 from stream.core.schema import LabResult, decode_chunk
@@ -28,22 +29,9 @@ def _settings(services, unique: str) -> Settings:
     return s
 
 
-async def _consume(settings: Settings, unique: str, n_chunks: int, n_labs: int, timeout: float = 30.0) -> tuple[list, list]:
-    from aiokafka import AIOKafkaConsumer
-
-    cons = AIOKafkaConsumer(settings.topic_chunks, settings.topic_labs, bootstrap_servers=settings.bootstrap_servers,
-                            auto_offset_reset="earliest", group_id=f"g-{unique}", fetch_max_wait_ms=20)
-    await cons.start()
-    chunks, labs = [], []
-    deadline = time.monotonic() + timeout
-    try:
-        while (len(chunks) < n_chunks or len(labs) < n_labs) and time.monotonic() < deadline:
-            batch = await cons.getmany(timeout_ms=300)
-            for tp, msgs in batch.items():
-                for m in msgs:
-                    (chunks if tp.topic == settings.topic_chunks else labs).append(m)
-    finally:
-        await cons.stop()
+async def _consume(settings: Settings, n_chunks: int, n_labs: int, timeout: float = 30.0) -> tuple[list, list]:
+    chunks = await collect(settings, settings.topic_chunks, lambda got: len(got) >= n_chunks, timeout)
+    labs = await collect(settings, settings.topic_labs, lambda got: len(got) >= n_labs, timeout)
     return chunks, labs
 
 
@@ -58,7 +46,7 @@ def test_replay_delivers_every_chunk_in_order_per_bed(services, unique) -> None:
     assert res.beds == 5 and not res.interrupted
     assert res.samples == sum(b.n_samples for b in source)
     assert res.labs == sum(len(b.labs) for b in source) > 0
-    chunks, labs = asyncio.run(_consume(settings, unique, res.chunks, res.labs))
+    chunks, labs = asyncio.run(_consume(settings, res.chunks, res.labs))
     assert len(chunks) == res.chunks and len(labs) == res.labs
     per_bed: dict[str, list] = {}
     for m in chunks:
@@ -122,6 +110,6 @@ def test_cli_replays_a_simulated_folder(services, unique, tmp_path: Path, capsys
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["beds"] == 2 and summary["samples"] == 2 * 750 and summary["mi_beds"] == 1
     assert summary["chunks"] == 2 * (6 + 1)
-    chunks, labs = asyncio.run(_consume(settings, unique, summary["chunks"], summary["labs"]))
+    chunks, labs = asyncio.run(_consume(settings, summary["chunks"], summary["labs"]))
     assert len(chunks) == summary["chunks"] and len(labs) == summary["labs"] > 0
     assert (tmp_path / "truth.csv").read_text().count("\n") == 3

@@ -14,7 +14,7 @@ from engine.train import choose_thresholds, class_weights, state_path, warmup_co
 pytest.importorskip("engine.model", reason="engine.model (engineer A) is not in the tree yet")
 pytest.importorskip("engine.checkpoint", reason="engine.checkpoint (engineer A) is not in the tree yet")
 
-from test_data import write_record  # noqa: E402 (tests/unit is on sys.path)
+from test_data import write_record  # noqa: E402 (tests/unit/* are on sys.path: tests/unit/conftest.py)
 
 from engine.checkpoint import load_checkpoint  # noqa: E402
 from engine.cli import evaluate_main, train_main  # noqa: E402

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_data import sine_record, write_record  # tests/unit is on sys.path
+from test_data import sine_record, write_record  # tests/unit/* are on sys.path (tests/unit/conftest.py)
 
 from engine import metrics as M
 from engine.config import SUPERCLASSES, get_preset

@@ -7,7 +7,7 @@ through the ``mirage`` command a person would run: the command must exit non-zer
 naming the file and the problem, never a traceback. A checkpoint carrying a pickled code payload
 must be refused without running it (``torch.load(weights_only=True)``).
 
-The loaders' own unit tests (tests/unit/test_checkpoint.py, test_scenario.py,
+The loaders' own unit tests (tests/unit/engine/test_checkpoint.py, test_scenario.py,
 test_settings_cli.py) cover the common cases; this file adds the remaining kinds and the
 command-line experience.
 """
