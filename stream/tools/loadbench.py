@@ -481,6 +481,7 @@ def bench_main(argv: list[str]) -> int:
     p.add_argument("--threads", type=int, default=0,
                    help="intra-op threads of each worker's model backend (default: the backend's own, all cores, with one "
                         "worker; cores / workers with several)")
+    p.add_argument("--no-st", action="store_true", help="workers without the ST measurement stage (st_enabled=false), to see its share of the load")
     p.add_argument("--fetch-max-wait-ms", type=int, default=0,
                    help="the workers' Kafka fetch_max_wait_ms (default: the settings' 100). Tansu, the embedded broker, "
                         "may hold a fetch this long and its cost per fetch grows with what it holds: see docs/BENCHMARKS.md")
@@ -537,6 +538,8 @@ def bench_main(argv: list[str]) -> int:
         extra["fetch_max_wait_ms"] = args.fetch_max_wait_ms
     if args.fetch_min_bytes:
         extra["fetch_min_bytes"] = args.fetch_min_bytes
+    if args.no_st:
+        extra["st_enabled"] = False
     threads = args.threads or (max(1, (os.cpu_count() or 1) // args.workers) if args.workers > 1 else 0)
     if threads:
         extra["threads"] = threads
