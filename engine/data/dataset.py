@@ -6,10 +6,9 @@ Reading WFDB and conditioning happen once per record: the raw windows and the co
 kept in memory and, when a cache folder is given, in an ``.npz`` file whose name is a hash of the
 records, their window starts, the model rate/length, ``RENDERER_VERSION`` and
 ``PREPROCESSING_VERSION``. Images are either rendered once and kept (``images=True``, small sets)
-or rendered from the kept conditioned ECG in each batch (``images=False``: a 224x224 float image
-is 200 KB, 1.9 GB for PTB-XL's 9k training ECGs; rendering a batch costs ~1 ms per window and gives
-the same pixels, because the image is a function of the conditioned ECG alone). The cache never
-holds images.
+or rendered from the kept conditioned ECG in each batch (``images=False``, for large sets: the image
+is a function of the conditioned ECG alone, so the pixels are the same; costs in docs/MODEL.md). The
+cache never holds images.
 
 Training-time augmentation (:func:`augment_windows`) works on the raw windows and re-runs the
 pipeline on the augmented batch (rendering costs ~1 ms per window).
