@@ -134,26 +134,23 @@ def uses_image(cfg: MirageConfig) -> bool:
 
 
 @torch.no_grad()
-def predict_dataset(model: torch.nn.Module, ds: MirageDataset, batch_size: int = 64) -> np.ndarray:
-    """MI probabilities (N,) for every sample of ``ds`` (eval mode, no augmentation)."""
+def _run_batches(model: torch.nn.Module, ds: MirageDataset, pick: Callable[[Any], Any], batch_size: int = 64) -> list[Any]:
+    """``pick(output)`` of every batch of ``ds`` in eval mode (the model's mode is restored)."""
     was_training = model.training
     model.eval()
-    probs = []
     render = uses_image(model.cfg)
+    parts = []
     for s in range(0, len(ds), batch_size):
         ecg, image, labs, mask, _ = ds.batch(range(s, min(len(ds), s + batch_size)), render=render)
-        probs.append(model(ecg, image, labs, mask).probs.float().cpu().numpy())
+        parts.append(pick(model(ecg, image, labs, mask)))
     model.train(was_training)
+    return parts
+
+
+def predict_dataset(model: torch.nn.Module, ds: MirageDataset, batch_size: int = 64) -> np.ndarray:
+    """MI probabilities (N,) for every sample of ``ds`` (eval mode, no augmentation)."""
+    probs = _run_batches(model, ds, lambda out: out.probs.float().cpu().numpy(), batch_size)
     return np.concatenate(probs) if probs else np.zeros(0, dtype=np.float32)
-
-
-@torch.no_grad()
-def _logits(model: torch.nn.Module, ds: MirageDataset, batch_size: int = 64) -> torch.Tensor:
-    out = []
-    for s in range(0, len(ds), batch_size):
-        ecg, image, labs, mask, _ = ds.batch(range(s, min(len(ds), s + batch_size)), render=uses_image(model.cfg))
-        out.append(model(ecg, image, labs, mask).logits.float())
-    return torch.cat(out)
 
 
 def calibrate(model: torch.nn.Module, val_ds: MirageDataset) -> dict[str, float]:
@@ -171,10 +168,7 @@ def calibrate(model: torch.nn.Module, val_ds: MirageDataset) -> dict[str, float]
     """
     model.temperature.fill_(1.0)
     model.logit_offset.zero_()
-    was_training = model.training
-    model.eval()
-    logits = _logits(model, val_ds)
-    model.train(was_training)
+    logits = torch.cat(_run_batches(model, val_ds, lambda out: out.logits.float()))
     y = torch.from_numpy(np.asarray(val_ds.labels, dtype=np.int64))
     diff = (logits[:, 1] - logits[:, 0]).double()
     log_t = torch.zeros((), dtype=torch.float64, requires_grad=True)
@@ -283,6 +277,7 @@ def fit(
         log.info("resumed from %s at epoch %d (best val AUROC %.4f at epoch %d)", state_file, start_epoch, best[0] if best else float("nan"), best_epoch)
 
     stopped_early = bad_epochs >= opts.patience
+    render = uses_image(cfg)  # models without an image branch skip rendering
     # One bar over every optimisation step of the run (a resumed run starts where it stopped), so the
     # ETA is meaningful within the first minute even when an epoch takes several.
     bar = tqdm(desc="training", unit="step", disable=not opts.progress, initial=start_epoch * steps_per_epoch, total=opts.epochs * steps_per_epoch)
@@ -295,7 +290,6 @@ def fit(
         sums = np.zeros(3)
         for s in range(0, len(order), opts.batch_size):
             idx = order[s : s + opts.batch_size]
-            render = uses_image(cfg)
             batch = train_ds.augmented_batch(idx, rng, render=render) if opts.augment else train_ds.batch(idx, render=render)
             ecg, image, labs, mask, target = batch
             out = model(ecg, image, labs, mask)

@@ -223,14 +223,16 @@ def run_bench(
     base_auc = auroc(base_probs, labels) if labels is not None else None
     results.append(BackendResult(BASELINE, auroc=base_auc, auroc_delta=0.0 if base_auc is not None else None, max_prob_diff=0.0,
                                  batch_invariance=batch_invariance(base, inputs)))
+
+    def scored(name: str, pred: Any, probs: np.ndarray) -> BackendResult:
+        auc = auroc(probs, labels) if labels is not None else None
+        predictors[name] = pred
+        return BackendResult(name, auroc=auc, auroc_delta=(auc - base_auc) if auc is not None and base_auc is not None else None,
+                             max_prob_diff=float(np.max(np.abs(probs - base_probs))), batch_invariance=batch_invariance(pred, inputs))
+
     if compare is not None:
         other = make_predictor(BASELINE, compare.path, threads=threads)
-        name = COMPARE_PREFIX + Path(compare.path).name
-        probs = all_probs(other, inputs)
-        auc = auroc(probs, labels) if labels is not None else None
-        results.append(BackendResult(name, auroc=auc, auroc_delta=(auc - base_auc) if auc is not None and base_auc is not None else None,
-                                     max_prob_diff=float(np.max(np.abs(probs - base_probs))), batch_invariance=batch_invariance(other, inputs)))
-        predictors[name] = other
+        results.append(scored(COMPARE_PREFIX + Path(compare.path).name, other, all_probs(other, inputs)))
     for name in backends:
         reason = unavailable_reason(name) or (None if explicit else _not_worth_it(name))
         if reason:
@@ -245,17 +247,7 @@ def run_bench(
         except Exception as exc:  # noqa: BLE001 - a failing backend is reported, the bench goes on
             results.append(BackendResult(name, skipped=f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"))
             continue
-        auc = auroc(probs, labels) if labels is not None else None
-        results.append(
-            BackendResult(
-                name,
-                auroc=auc,
-                auroc_delta=(auc - base_auc) if auc is not None and base_auc is not None else None,
-                max_prob_diff=float(np.max(np.abs(probs - base_probs))),
-                batch_invariance=batch_invariance(pred, inputs),
-            )
-        )
-        predictors[name] = pred
+        results.append(scored(name, pred, probs))
     by_name = {r.name: r for r in results}
     from tqdm import tqdm
 
